@@ -1,0 +1,233 @@
+"""Typed configuration of an oasis-ray application.
+
+One object carries every knob, as vLLM's EngineArgs does, and it is validated
+before anything starts: an unknown key, tau <= 0, a route naming a missing
+model or an engine setting vLLM would refuse stops startup with a message that
+names the field (`routes[1].engine.max_num_batched_tokens: ...`).
+
+The config is deliberately flat: models, and routes that name their model. A
+route is one replica group with its own engine settings; several query types
+may share it, and a model's types without a route of their own go to its
+default route.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from oasis_ray.query_types import DEFAULT_TAU_TOKENS, QueryType
+
+EMBEDDED_SOURCE = "embedded"
+
+
+class ConfigError(ValueError):
+    """A config that cannot start; the message lists every bad field by path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineSettings(_Strict):
+    """The vLLM engine arguments a route controls; the names are vLLM's."""
+
+    max_num_seqs: int = Field(16, ge=1, description="vLLM batch size (the OASIS 'batch' knob).")
+    max_model_len: int = Field(2048, ge=16, description="Context length: prompt plus output tokens.")
+    max_num_batched_tokens: int | None = Field(None, ge=1, description="Tokens per scheduler step.")
+    enable_prefix_caching: bool = False
+    enable_chunked_prefill: bool = False
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="On CPU builds: the share of NUMA node 0 memory vLLM reserves."
+    )
+    load_format: Literal["auto", "safetensors", "pt", "dummy"] = Field(
+        "auto", description="'dummy' gives the real architecture with random weights (profiling without downloads)."
+    )
+    extra_engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Other vLLM EngineArgs, passed through unchanged."
+    )
+
+    @model_validator(mode="after")
+    def _schedulable(self) -> EngineSettings:
+        budget = self.max_num_batched_tokens
+        if budget is not None:
+            if not self.enable_chunked_prefill and budget < self.max_model_len:
+                raise ValueError(
+                    f"max_num_batched_tokens: {budget} is below max_model_len {self.max_model_len}; "
+                    "without chunked prefill a full-length prompt could never be scheduled "
+                    "(raise it or set enable_chunked_prefill: true)"
+                )
+            if budget < self.max_num_seqs:
+                raise ValueError(
+                    f"max_num_batched_tokens: {budget} is below max_num_seqs {self.max_num_seqs}; "
+                    "a decode step needs one token per sequence"
+                )
+        overlap = set(self.extra_engine_kwargs) & set(type(self).model_fields)
+        if overlap:
+            raise ValueError(f"extra_engine_kwargs: {sorted(overlap)} have their own fields; set them there")
+        return self
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        kwargs = self.model_dump(exclude={"extra_engine_kwargs"}, exclude_none=True)
+        return {**kwargs, **self.extra_engine_kwargs}
+
+
+class RouteResources(_Strict):
+    """What one replica of the route asks Ray for."""
+
+    accelerator: Literal["cpu", "gpu"] = "gpu"
+    accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. A100 or H100 (GPU only).")
+    cpus: float = Field(1.0, gt=0, description="CPU cores per replica; fractional values share cores.")
+    tensor_parallel_size: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RouteResources:
+        if self.accelerator == "cpu" and self.accelerator_type is not None:
+            raise ValueError("accelerator_type: only applies to accelerator 'gpu'")
+        if self.accelerator == "cpu" and self.tensor_parallel_size != 1:
+            raise ValueError("tensor_parallel_size: CPU routes run one engine process per replica")
+        return self
+
+
+class RouteConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: str = Field(description="The model_id this route serves.")
+    query_types: list[QueryType] = Field(default_factory=list, description="Types sent here; may be empty.")
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    resources: RouteResources = Field(default_factory=RouteResources)
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica works on at once.")
+    max_queued_requests: int = Field(
+        128, ge=1, description="Requests waiting for this route; past it callers get 503 with Retry-After."
+    )
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> RouteConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas: {self.min_replicas} exceeds max_replicas {self.max_replicas}")
+        return self
+
+
+class ModelConfig(_Strict):
+    model_id: str = Field(min_length=1, description="The name clients send as `model`.")
+    source: str = Field(
+        EMBEDDED_SOURCE,
+        description="Hugging Face id or local path; 'embedded' builds the tiny smoke-test model.",
+    )
+    tau_tokens: int = Field(DEFAULT_TAU_TOKENS, gt=0, description="Small/large split for input and output.")
+    default_route: str = Field(description="Route for this model's query types that no route claims.")
+
+
+class OasisAppConfig(_Strict):
+    models: list[ModelConfig] = Field(min_length=1)
+    routes: list[RouteConfig] = Field(min_length=1)
+    default_max_tokens: int = Field(256, ge=1, description="Output budget when a request gives no max_tokens.")
+    api_key: SecretStr | None = Field(None, description="Clients must send 'Authorization: Bearer <key>'.")
+    api_key_env: str | None = Field(
+        "OASIS_API_KEY", description="Environment variable read for the key when api_key is not set."
+    )
+    max_request_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies get 413.")
+    ingress_cpus: float = Field(0.1, ge=0, description="CPU share of each ingress replica.")
+    ingress_replicas: int = Field(1, ge=1)
+    engine_env_vars: dict[str, str] = Field(
+        default_factory=dict, description="Environment of every engine replica (e.g. VLLM_CPU_KVCACHE_SPACE)."
+    )
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> OasisAppConfig:
+        model_ids = [m.model_id for m in self.models]
+        problems: list[str] = []
+        for i, model_id in enumerate(model_ids):
+            if model_id in model_ids[:i]:
+                problems.append(f"models[{i}].model_id: duplicate '{model_id}'")
+        seen_routes: set[tuple[str, str]] = set()
+        claimed: dict[tuple[str, QueryType], str] = {}
+        for i, route in enumerate(self.routes):
+            if route.model not in model_ids:
+                problems.append(f"routes[{i}].model: '{route.model}' is not a configured model (known: {model_ids})")
+            key = (route.model, route.name)
+            if key in seen_routes:
+                problems.append(f"routes[{i}].name: duplicate route '{route.name}' for model '{route.model}'")
+            seen_routes.add(key)
+            for qtype in route.query_types:
+                owner = claimed.setdefault((route.model, qtype), route.name)
+                if owner != route.name:
+                    problems.append(
+                        f"routes[{i}].query_types: {qtype.value} of '{route.model}' is already served by route '{owner}'"
+                    )
+        for i, model in enumerate(self.models):
+            if (model.model_id, model.default_route) not in seen_routes:
+                problems.append(
+                    f"models[{i}].default_route: '{model.default_route}' is not a route of model '{model.model_id}'"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def model(self, model_id: str) -> ModelConfig:
+        return next(m for m in self.models if m.model_id == model_id)
+
+    def routes_of(self, model_id: str) -> list[RouteConfig]:
+        return [r for r in self.routes if r.model == model_id]
+
+    def route(self, model_id: str, name: str) -> RouteConfig:
+        return next(r for r in self.routes if r.model == model_id and r.name == name)
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env) or None
+        return None
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def parse_config(raw: dict[str, Any] | OasisAppConfig) -> OasisAppConfig:
+    """Validate a raw mapping; every problem is reported with its field path."""
+    if isinstance(raw, OasisAppConfig):
+        return raw
+    try:
+        return OasisAppConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = _field_path(err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown field"
+            # A validator that names its own field ("max_num_seqs: ...") is joined onto the path.
+            own_field = re.match(r"^([A-Za-z_]\w*): ", message)
+            if where and own_field:
+                where, message = f"{where}.{own_field.group(1)}", message[own_field.end():]
+            lines.append(f"{where}: {message}" if where else message)
+        raise ConfigError("invalid oasis-ray config:\n  " + "\n  ".join(lines)) from None
+
+
+def check_against_model(config: OasisAppConfig, model_dirs: dict[str, Path]) -> None:
+    """Refuse a max_model_len the model cannot attend over, for models on local disk."""
+    problems = []
+    for i, route in enumerate(config.routes):
+        model_dir = model_dirs.get(route.model)
+        if model_dir is None or not (model_dir / "config.json").exists():
+            continue
+        limit = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings")
+        if limit is not None and route.engine.max_model_len > limit:
+            problems.append(
+                f"routes[{i}].engine.max_model_len: {route.engine.max_model_len} exceeds the model's "
+                f"max_position_embeddings {limit}"
+            )
+    if problems:
+        raise ConfigError("invalid oasis-ray config:\n  " + "\n  ".join(problems))
