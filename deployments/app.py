@@ -1,0 +1,44 @@
+"""The application builder named in serve_config.yaml (`deployments.app:build_app`).
+
+Data flows one way: the validated config decides the routes, each route becomes
+a Ray Serve LLM deployment, and the classifying ingress is bound to their handles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+from ray.serve.deployment import Application
+from ray.serve.llm.ingress import make_fastapi_ingress
+
+from deployments.ingress import ENDPOINTS, OasisIngress, make_http_app, route_key
+from deployments.llm_routes import build_route_deployment
+from oasis_ray.config import EMBEDDED_SOURCE, ModelConfig, OasisAppConfig, check_against_model, parse_config
+from oasis_ray.embedded_model import build_embedded_model
+
+INGRESS_DEPLOYMENT = "OasisIngress"
+
+
+def resolve_source(model: ModelConfig) -> str:
+    return str(build_embedded_model()) if model.source == EMBEDDED_SOURCE else model.source
+
+
+def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
+    config = parse_config(args)
+    sources = {m.model_id: resolve_source(m) for m in config.models}
+    check_against_model(config, {mid: Path(src) for mid, src in sources.items() if Path(src).is_dir()})
+    route_apps = {
+        route_key(r.model, r.name): build_route_deployment(r, sources[r.model], config.engine_env_vars)
+        for r in config.routes
+    }
+    ingress_cls = make_fastapi_ingress(OasisIngress, endpoint_map=ENDPOINTS, app=make_http_app(config))
+    ingress = serve.deployment(
+        ingress_cls,
+        name=INGRESS_DEPLOYMENT,
+        num_replicas=config.ingress_replicas,
+        max_ongoing_requests=1000,
+        ray_actor_options={"num_cpus": config.ingress_cpus},
+    )
+    return ingress.bind(config=config, model_sources=sources, route_handles=route_apps)

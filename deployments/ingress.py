@@ -1,0 +1,224 @@
+"""The classifying ingress: OpenAI API in, one route per query type out.
+
+It extends Ray Serve LLM's OpenAiIngress rather than replacing it, so streaming,
+chat sanitising, session affinity and the model list stay Ray's. What it adds
+is admission: count input tokens with the model's tokenizer, take the output
+budget, classify, and pick the route's handle instead of the model's.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+from ray.serve.llm.ingress import OpenAiIngress
+# The parent ingress and LLMServer speak these internal classes; the public
+# re-exports are subclasses and would not match them in isinstance checks.
+from ray.llm._internal.serve.core.configs.openai_api_models import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ErrorResponse,
+    ModelCard,
+    OpenAIHTTPException,
+)
+from starlette.responses import JSONResponse, Response
+from vllm.exceptions import VLLMClientError
+
+from deployments.http_guards import ApiKeyMiddleware, MaxBodyMiddleware
+from oasis_ray.api import GenerateRequest, GenerateResponse, OasisRequestError
+from oasis_ray.config import OasisAppConfig
+from oasis_ray.query_types import QueryType
+from oasis_ray.routing import QueryRouter, RouteDecision
+from oasis_ray.tokens import TokenCounter
+
+logger = logging.getLogger("ray.serve")
+
+# OpenAiIngress picks a handle by model id only. The route chosen for the request
+# in flight travels here, so the parent's request path is reused unchanged.
+_CHOSEN_ROUTE: ContextVar[str] = ContextVar("oasis_chosen_route")
+
+ENDPOINTS = {
+    "models": lambda app: app.get("/v1/models"),
+    "model_data": lambda app: app.get("/v1/models/{model:path}"),
+    "completions": lambda app: app.post("/v1/completions"),
+    "chat": lambda app: app.post("/v1/chat/completions"),
+    "health": lambda app: app.get("/health"),
+}
+
+
+def route_key(model_id: str, route: str) -> str:
+    return f"{model_id}/{route}"
+
+
+def error_response(error: OasisRequestError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error.to_openai(), status_code=error.status_code, headers=headers)
+
+
+def _validation_param(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if p != "body" and not isinstance(p, int)) or "body"
+
+
+async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ("body",)}
+    if first.get("type") == "json_invalid":
+        return error_response(OasisRequestError(400, "Invalid request: the body is not valid JSON", param="body"))
+    param = _validation_param(tuple(first.get("loc", ("body",))))
+    return error_response(OasisRequestError(400, f"Invalid request: {param}: {first.get('msg')}", param=param))
+
+
+async def _on_engine_validation_error(_: Request, exc: VLLMClientError) -> JSONResponse:
+    """vLLM's request models validate some fields themselves, outside pydantic's errors."""
+    message = exc.args[0] if exc.args else str(exc)
+    return error_response(OasisRequestError(400, f"Invalid request: {message}", param=getattr(exc, "parameter", None)))
+
+
+async def _on_unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("oasis ingress: unexpected error", exc_info=exc)
+    return error_response(OasisRequestError(500, "Internal server error", error_type="server_error"))
+
+
+def make_http_app(config: OasisAppConfig) -> FastAPI:
+    app = FastAPI(title="oasis-ray", description="OpenAI-compatible API with query-type routing")
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(VLLMClientError, _on_engine_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected_error)
+    app.add_middleware(MaxBodyMiddleware, max_bytes=config.max_request_bytes)
+    api_key = config.resolved_api_key()
+    if api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+    return app
+
+
+class OasisIngress(OpenAiIngress):
+    def __init__(
+        self,
+        config: OasisAppConfig,
+        model_sources: dict[str, str],
+        route_handles: dict[str, DeploymentHandle],
+    ):
+        self._config = config
+        self._router = QueryRouter(config)
+        self._route_handles = {key: handle.options(stream=True) for key, handle in route_handles.items()}
+        self._counters = {model_id: TokenCounter(source) for model_id, source in model_sources.items()}
+        default_handles = {m.model_id: route_handles[route_key(m.model_id, m.default_route)] for m in config.models}
+        super().__init__(llm_deployments=default_handles, model_cards=self._model_cards_for(config))
+
+    @staticmethod
+    def _model_cards_for(config: OasisAppConfig) -> dict[str, ModelCard]:
+        router = QueryRouter(config)
+        return {
+            m.model_id: ModelCard(
+                id=m.model_id,
+                object="model",
+                owned_by="oasis-ray",
+                permission=[],
+                metadata={
+                    "tau_tokens": m.tau_tokens,
+                    "routes": {qt.value: router.route_name(m.model_id, qt) for qt in QueryType},
+                },
+            )
+            for m in config.models
+        }
+
+    def _get_configured_serve_handle(self, model_id: str) -> DeploymentHandle:
+        return self._route_handles[_CHOSEN_ROUTE.get()]
+
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    def _admit(self, body: CompletionRequest | ChatCompletionRequest) -> RouteDecision:
+        """Settle model and output budget on the body itself, so engine and classifier agree."""
+        model_id = self._router.resolve_model(body.model)
+        body.model = model_id
+        counter = self._counters[model_id]
+        if isinstance(body, ChatCompletionRequest):
+            budget = body.max_completion_tokens or body.max_tokens
+            input_tokens = counter.count_chat(body.messages)
+        else:
+            budget = body.max_tokens
+            if body.prompt is None or body.prompt == "" or body.prompt == []:
+                raise OasisRequestError(400, "'prompt' is required", param="prompt")
+            input_tokens = counter.count_prompt(body.prompt)
+        if budget is None:
+            budget = body.max_tokens = self._config.default_max_tokens
+        return self._router.decide(model_id, input_tokens, budget)
+
+    async def _forward(self, body, decision: RouteDecision, method: str, request: Request) -> Response:
+        token = _CHOSEN_ROUTE.set(route_key(decision.model_id, decision.route))
+        try:
+            response = await self._process_llm_request(body, call_method=method, raw_request=request)
+        except BackPressureError as exc:
+            return error_response(self._overloaded(decision), headers={"Retry-After": _retry_after(exc)})
+        except OpenAIHTTPException as exc:
+            return error_response(OasisRequestError(exc.status_code, exc.message, error_type=exc.type))
+        finally:
+            _CHOSEN_ROUTE.reset(token)
+        response.headers.update(decision.headers())
+        logger.info(
+            "oasis route model=%s query_type=%s route=%s input_tokens=%d max_tokens=%d",
+            decision.model_id, decision.query_type.value, decision.route, decision.input_tokens,
+            decision.output_tokens,
+        )
+        return response
+
+    @staticmethod
+    def _overloaded(decision: RouteDecision) -> OasisRequestError:
+        return OasisRequestError(
+            503, f"Route '{decision.route}' of model '{decision.model_id}' is at its queue bound; retry later.",
+            error_type="overloaded",
+        )
+
+    async def completions(self, body: CompletionRequest, request: Request) -> Response:
+        try:
+            decision = self._admit(body)
+        except OasisRequestError as error:
+            return error_response(error)
+        return await self._forward(body, decision, "completions", request)
+
+    async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
+        try:
+            decision = self._admit(body)
+        except OasisRequestError as error:
+            return error_response(error)
+        return await self._forward(body, decision, "chat", request)
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        """The typed handle API (see oasis_ray.api); raises OasisRequestError."""
+        common = {"model": request.model, "max_tokens": request.max_tokens,
+                  "temperature": request.temperature, "seed": request.seed}
+        if request.messages is not None:
+            body = ChatCompletionRequest(messages=[m.model_dump() for m in request.messages], **common)
+            method = "chat"
+        else:
+            body = CompletionRequest(prompt=request.prompt, **common)
+            method = "completions"
+        decision = self._admit(body)
+        token = _CHOSEN_ROUTE.set(route_key(decision.model_id, decision.route))
+        try:
+            first = await self._get_response(body=body, call_method=method).__anext__()
+        except BackPressureError:
+            raise self._overloaded(decision) from None
+        finally:
+            _CHOSEN_ROUTE.reset(token)
+        if isinstance(first, ErrorResponse):
+            raise OasisRequestError(first.error.code, first.error.message, error_type=first.error.type)
+        choice = first.choices[0]
+        return GenerateResponse(
+            model=decision.model_id,
+            text=choice.message.content if method == "chat" else choice.text,
+            finish_reason=choice.finish_reason,
+            query_type=decision.query_type,
+            route=decision.route,
+            input_tokens=first.usage.prompt_tokens,
+            output_tokens=first.usage.completion_tokens,
+        )
+
+
+def _retry_after(exc: BackPressureError) -> str:
+    seconds = getattr(exc, "retry_after_s", None) or 1
+    return str(max(1, round(seconds)))
