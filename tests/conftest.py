@@ -1,0 +1,79 @@
+"""One real Ray cluster and one real oasis app (two vLLM-CPU engines) for the whole session.
+
+Starting an engine costs tens of seconds on two cores, so every serving test
+shares this app; only the pure-logic tests run without it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+APP_NAME = "oasis"
+HTTP_PORT = 8123
+API_KEY = "test-secret-key"
+MODEL_ID = "oasis-tiny-llama"
+# The long-output route is kept tiny so the queue bound is reachable in a test.
+LONG_ROUTE_MAX_ONGOING = 2
+LONG_ROUTE_MAX_QUEUED = 2
+
+_CPU_ENGINE = {
+    "max_num_seqs": 4,
+    "max_model_len": 2048,
+    "dtype": "float32",
+    "gpu_memory_utilization": 0.2,
+}
+
+
+def app_config() -> dict[str, Any]:
+    return {
+        "default_max_tokens": 16,
+        "api_key": API_KEY,
+        "engine_env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+        "models": [{"model_id": MODEL_ID, "source": "embedded", "default_route": "short-output"}],
+        "routes": [
+            {
+                "name": "short-output",
+                "model": MODEL_ID,
+                "query_types": ["SISO", "LISO"],
+                "engine": _CPU_ENGINE,
+                "resources": {"accelerator": "cpu", "cpus": 0.5},
+            },
+            {
+                "name": "long-output",
+                "model": MODEL_ID,
+                "query_types": ["SILO", "LILO"],
+                "engine": _CPU_ENGINE,
+                "resources": {"accelerator": "cpu", "cpus": 0.5},
+                "max_ongoing_requests": LONG_ROUTE_MAX_ONGOING,
+                "max_queued_requests": LONG_ROUTE_MAX_QUEUED,
+            },
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def oasis_app() -> Iterator[str]:
+    """Base URL of the running app (HTTP root)."""
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    ray.init(runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}, include_dashboard=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT})
+    serve.run(build_app(app_config()), name=APP_NAME, route_prefix="/")
+    yield f"http://127.0.0.1:{HTTP_PORT}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def openai_client(oasis_app: str):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{oasis_app}/v1", api_key=API_KEY, max_retries=0, timeout=120)
