@@ -1,0 +1,66 @@
+"""The real NVML reader on a real GPU; skipped, with NVML's reason, where there is none.
+
+Read-only: it samples and lists MIG devices, and changes no GPU setting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from oasis_ray.nvml import GpuSample, NvmlReader, NvmlUnavailable
+
+INTERVAL_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def reader() -> Iterator[NvmlReader]:
+    try:
+        opened = NvmlReader()
+    except NvmlUnavailable as reason:
+        pytest.skip(f"no GPU: {reason}")
+    with opened:
+        yield opened
+
+
+def _show(sample: GpuSample) -> None:
+    print(
+        f"GPU {sample.index} {sample.name} ({sample.uuid}, driver {sample.driver_version}): "
+        f"{sample.power_w} W, counter {sample.energy_mj} mJ, SM {sample.sm_clock_mhz} MHz, "
+        f"mem {sample.mem_clock_mhz} MHz, util {sample.gpu_util_pct} %, used {sample.mem_used_bytes} B, "
+        f"throttle {sample.throttle_reasons}, MIG {sample.mig_mode_enabled}, unsupported {sample.unsupported}"
+    )
+
+
+def test_samples_are_live_and_the_energy_counter_rises(reader: NvmlReader) -> None:
+    first = reader.sample_all()
+    time.sleep(INTERVAL_S)
+    second = reader.sample_all()
+    for before, after in zip(first, second, strict=True):
+        _show(before)
+        _show(after)
+        assert before.uuid == after.uuid
+        for sample in (before, after):
+            assert sample.power_w is not None and sample.power_w > 0, sample
+            assert sample.sm_clock_mhz is not None and sample.sm_clock_mhz > 0, sample
+            assert sample.mem_clock_mhz is not None and sample.mem_clock_mhz > 0, sample
+        assert before.energy_mj is not None and after.energy_mj is not None, after.unsupported
+        assert after.energy_mj > before.energy_mj
+        counter_w = (after.energy_mj - before.energy_mj) / 1000 / (after.timestamp_s - before.timestamp_s)
+        sampled_w = (before.power_w + after.power_w) / 2
+        print(f"GPU {after.index}: {counter_w:.1f} W from the energy counter, {sampled_w:.1f} W sampled")
+        assert sampled_w / 4 < counter_w < sampled_w * 4, "counter and power readings disagree on units"
+
+
+def test_mig_devices_are_listed(reader: NvmlReader) -> None:
+    for index in range(reader.device_count()):
+        mode = reader.mig_mode_enabled(index)
+        devices = reader.mig_devices(index)
+        print(f"GPU {index}: MIG mode {mode}, {len(devices)} MIG device(s)")
+        for device in devices:
+            print(f"  {device.uuid} {device.profile} {device.memory_bytes} B")
+            assert device.parent_index == index and device.uuid and device.memory_bytes > 0
+        if not mode:
+            assert devices == []

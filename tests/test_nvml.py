@@ -1,0 +1,303 @@
+"""NvmlReader, probe and the MIG command, without a GPU (through a fake pynvml) and on this machine."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pynvml
+import pytest
+
+from oasis_ray import mig, nvml
+from oasis_ray.nvml import GpuSample, MigDevice, NvmlReader, NvmlUnavailable, mig_profile, probe
+
+NOT_SUPPORTED = "not supported"
+GIB = 1 << 30
+
+
+@dataclass
+class FakeGpu:
+    """A physical GPU or MIG device; a metric set to NOT_SUPPORTED raises NVMLError_NotSupported."""
+
+    uuid: str
+    name: str
+    power_mw: object = 312_456
+    energy_mj: object = 9_876_543_210
+    sm_mhz: object = 1980
+    mem_mhz: object = 2619
+    util_pct: object = 87
+    mem_used: object = 40 * GIB
+    mem_total: int = 80 * GIB
+    throttle: object = 0x4
+    mig_mode: object = pynvml.NVML_DEVICE_MIG_DISABLE
+    mig_slots: list[FakeGpu | None] = field(default_factory=list)
+
+
+class FakeNvmlForUnitTests:
+    """Stands in for the pynvml module: only the calls NvmlReader makes, answered from FakeGpu records.
+
+    The error classes and constants are pynvml's own, so the reader's except clauses are tested for real.
+    """
+
+    NVMLError = pynvml.NVMLError
+    NVMLError_NotSupported = pynvml.NVMLError_NotSupported
+    NVMLError_FunctionNotFound = pynvml.NVMLError_FunctionNotFound
+    NVMLError_NotFound = pynvml.NVMLError_NotFound
+    NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
+    NVML_CLOCK_MEM = pynvml.NVML_CLOCK_MEM
+    NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
+
+    def __init__(self, gpus: list[FakeGpu], init_error: pynvml.NVMLError | None = None) -> None:
+        self.gpus = gpus
+        self.init_error = init_error
+        self.initialised = False
+
+    def nvmlInit(self) -> None:
+        if self.init_error is not None:
+            raise self.init_error
+        self.initialised = True
+
+    def nvmlShutdown(self) -> None:
+        if not self.initialised:
+            raise pynvml.NVMLError_Uninitialized()
+        self.initialised = False
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "550.54.15"
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
+        return self.gpus[index]
+
+    def nvmlDeviceGetUUID(self, handle: FakeGpu) -> str:
+        return handle.uuid
+
+    def nvmlDeviceGetName(self, handle: FakeGpu) -> str:
+        return handle.name
+
+    def nvmlDeviceGetPowerUsage(self, handle: FakeGpu) -> object:
+        return _value(handle.power_mw)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeGpu) -> object:
+        return _value(handle.energy_mj)
+
+    def nvmlDeviceGetClockInfo(self, handle: FakeGpu, clock: int) -> object:
+        return _value(handle.sm_mhz if clock == pynvml.NVML_CLOCK_SM else handle.mem_mhz)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: FakeGpu) -> SimpleNamespace:
+        return SimpleNamespace(gpu=_value(handle.util_pct), memory=0)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu) -> SimpleNamespace:
+        return SimpleNamespace(used=_value(handle.mem_used), total=handle.mem_total)
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: FakeGpu) -> object:
+        return _value(handle.throttle)
+
+    def nvmlDeviceGetMigMode(self, handle: FakeGpu) -> list[object]:
+        mode = _value(handle.mig_mode)
+        return [mode, mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: FakeGpu) -> int:
+        return len(handle.mig_slots)
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: FakeGpu, slot: int) -> FakeGpu:
+        device = handle.mig_slots[slot]
+        if device is None:
+            raise pynvml.NVMLError_NotFound()
+        return device
+
+
+def _value(metric: object) -> object:
+    if isinstance(metric, pynvml.NVMLError):
+        raise metric
+    if metric == NOT_SUPPORTED:
+        raise pynvml.NVMLError_NotSupported()
+    return metric
+
+
+def h100(index: int, **overrides: object) -> FakeGpu:
+    return FakeGpu(uuid=f"GPU-{index:08d}", name="NVIDIA H100 80GB HBM3", **overrides)
+
+
+def mig_slice(uuid: str, profile: str, memory_gib: int) -> FakeGpu:
+    return FakeGpu(uuid=uuid, name=f"NVIDIA H100 80GB HBM3 MIG {profile}", mem_total=memory_gib * GIB)
+
+
+def mig_h100() -> FakeGpu:
+    return h100(
+        0,
+        mig_mode=pynvml.NVML_DEVICE_MIG_ENABLE,
+        util_pct=NOT_SUPPORTED,
+        mig_slots=[
+            mig_slice("MIG-aaaa", "1g.10gb", 10),
+            None,
+            mig_slice("MIG-bbbb", "3g.40gb", 40),
+            mig_slice("MIG-cccc", "1g.10gb", 10),
+        ],
+    )
+
+
+def test_sample_converts_units_and_reads_every_metric() -> None:
+    fake = FakeNvmlForUnitTests([h100(0)])
+    before = time.time()
+    with NvmlReader(fake) as reader:
+        sample = reader.sample(0)
+    assert sample == GpuSample(
+        index=0,
+        uuid="GPU-00000000",
+        name="NVIDIA H100 80GB HBM3",
+        driver_version="550.54.15",
+        power_w=312.456,
+        energy_mj=9_876_543_210,
+        sm_clock_mhz=1980,
+        mem_clock_mhz=2619,
+        gpu_util_pct=87,
+        mem_used_bytes=40 * GIB,
+        throttle_reasons=0x4,
+        mig_mode_enabled=False,
+        timestamp_s=sample.timestamp_s,
+        unsupported=(),
+    )
+    assert before <= sample.timestamp_s <= time.time()
+
+
+def test_unsupported_metrics_are_none_and_named_never_zero() -> None:
+    gpu = h100(0, power_mw=NOT_SUPPORTED, energy_mj=NOT_SUPPORTED, mig_mode=NOT_SUPPORTED)
+    gpu.throttle = pynvml.NVMLError_FunctionNotFound()
+    with NvmlReader(FakeNvmlForUnitTests([gpu])) as reader:
+        sample = reader.sample(0)
+    assert (sample.power_w, sample.energy_mj, sample.throttle_reasons, sample.mig_mode_enabled) == (None,) * 4
+    assert sample.unsupported == ("energy_mj", "power_w", "throttle_reasons", "mig_mode_enabled")
+    assert sample.sm_clock_mhz == 1980
+
+
+def test_other_nvml_errors_propagate_instead_of_becoming_none() -> None:
+    with NvmlReader(FakeNvmlForUnitTests([h100(0, power_mw=pynvml.NVMLError_GpuIsLost())])) as reader:
+        with pytest.raises(pynvml.NVMLError_GpuIsLost):
+            reader.sample(0)
+
+
+def test_sample_all_covers_every_gpu_in_order() -> None:
+    with NvmlReader(FakeNvmlForUnitTests([h100(0), h100(1, power_mw=70_000)])) as reader:
+        samples = reader.sample_all()
+    assert [(s.index, s.uuid, s.power_w) for s in samples] == [(0, "GPU-00000000", 312.456), (1, "GPU-00000001", 70.0)]
+
+
+def test_reader_shuts_nvml_down_on_exit() -> None:
+    fake = FakeNvmlForUnitTests([h100(0)])
+    with NvmlReader(fake):
+        assert fake.initialised
+    assert not fake.initialised
+
+
+def test_init_failure_raises_unavailable_with_nvml_reason() -> None:
+    fake = FakeNvmlForUnitTests([h100(0)], init_error=pynvml.NVMLError_DriverNotLoaded())
+    with pytest.raises(NvmlUnavailable, match="nvmlInit failed: Driver Not Loaded"):
+        NvmlReader(fake)
+
+
+def test_no_gpu_is_unavailable_and_closes_the_session() -> None:
+    fake = FakeNvmlForUnitTests([])
+    with pytest.raises(NvmlUnavailable, match=r"driver 550\.54\.15.*no GPU"):
+        NvmlReader(fake)
+    assert not fake.initialised
+
+
+def test_mig_devices_skip_empty_slots_and_read_profile_and_memory() -> None:
+    with NvmlReader(FakeNvmlForUnitTests([mig_h100()])) as reader:
+        devices = reader.mig_devices(0)
+        sample = reader.sample(0)
+    assert devices == [
+        MigDevice(parent_index=0, uuid="MIG-aaaa", profile="1g.10gb", memory_bytes=10 * GIB),
+        MigDevice(parent_index=0, uuid="MIG-bbbb", profile="3g.40gb", memory_bytes=40 * GIB),
+        MigDevice(parent_index=0, uuid="MIG-cccc", profile="1g.10gb", memory_bytes=10 * GIB),
+    ]
+    assert sample.mig_mode_enabled is True
+    assert sample.unsupported == ("gpu_util_pct",)
+
+
+@pytest.mark.parametrize(("mode", "expected"), [(pynvml.NVML_DEVICE_MIG_DISABLE, False), (NOT_SUPPORTED, None)])
+def test_mig_off_or_unsupported_lists_no_devices(mode: object, expected: bool | None) -> None:
+    gpu = h100(0, mig_mode=mode, mig_slots=[mig_slice("MIG-stale", "1g.10gb", 10)])
+    with NvmlReader(FakeNvmlForUnitTests([gpu])) as reader:
+        assert reader.mig_mode_enabled(0) is expected
+        assert reader.mig_devices(0) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "profile"),
+    [("NVIDIA H100 80GB HBM3 MIG 1g.10gb", "1g.10gb"), ("NVIDIA A100-SXM4-40GB MIG 1c.3g.20gb", "1c.3g.20gb")],
+)
+def test_mig_profile_is_read_from_the_device_name(name: str, profile: str) -> None:
+    assert mig_profile(name) == profile
+
+
+def test_mig_profile_refuses_a_name_without_one() -> None:
+    with pytest.raises(ValueError, match="NVIDIA H100 80GB HBM3"):
+        mig_profile("NVIDIA H100 80GB HBM3")
+
+
+def test_reader_only_calls_nvml_getters() -> None:
+    called = set(re.findall(r"nvml\.(nvml\w+)", inspect.getsource(nvml)))
+    assert called, "found no NVML calls to check"
+    assert {name for name in called if not re.match(r"nvml(Init|Shutdown|(System|Device)Get\w+)$", name)} == set()
+
+
+def test_ray_start_lines_give_each_profile_its_own_raylet() -> None:
+    devices = [
+        MigDevice(parent_index=0, uuid="MIG-bbbb", profile="3g.40gb", memory_bytes=40 * GIB),
+        MigDevice(parent_index=0, uuid="MIG-aaaa", profile="1g.10gb", memory_bytes=10 * GIB),
+        MigDevice(parent_index=1, uuid="MIG-cccc", profile="1g.10gb", memory_bytes=10 * GIB),
+    ]
+    assert mig.ray_start_lines(devices, "10.0.0.1:6379") == [
+        "CUDA_VISIBLE_DEVICES=MIG-aaaa,MIG-cccc ray start --address=10.0.0.1:6379 "
+        "--num-gpus=2 --resources='{\"MIG-1g.10gb\": 2}'",
+        "CUDA_VISIBLE_DEVICES=MIG-bbbb ray start --address=10.0.0.1:6379 "
+        "--num-gpus=1 --resources='{\"MIG-3g.40gb\": 1}'",
+    ]
+    assert mig.ray_start_lines([], "10.0.0.1:6379") == []
+
+
+def test_mig_command_prints_lines_for_the_ray_address(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "10.9.9.9:6379")
+    assert mig.main([], nvml=FakeNvmlForUnitTests([mig_h100(), h100(1)])) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "CUDA_VISIBLE_DEVICES=MIG-aaaa,MIG-cccc ray start --address=10.9.9.9:6379 "
+        "--num-gpus=2 --resources='{\"MIG-1g.10gb\": 2}'",
+        "CUDA_VISIBLE_DEVICES=MIG-bbbb ray start --address=10.9.9.9:6379 "
+        "--num-gpus=1 --resources='{\"MIG-3g.40gb\": 1}'",
+    ]
+
+
+def test_mig_command_says_mig_is_off(capsys: pytest.CaptureFixture[str]) -> None:
+    assert mig.main(["--address", "h:1"], nvml=FakeNvmlForUnitTests([h100(0), h100(1, mig_mode=NOT_SUPPORTED)])) == 0
+    assert capsys.readouterr().out == "MIG mode is off on all 2 GPU(s) of this node; there is nothing to split.\n"
+
+
+def test_mig_command_fails_when_nvml_is_unavailable(capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeNvmlForUnitTests([], init_error=pynvml.NVMLError_LibraryNotFound())
+    assert mig.main([], nvml=fake) == 1
+    assert capsys.readouterr().out == "NVML unavailable: nvmlInit failed: NVML Shared Library Not Found\n"
+
+
+def test_real_nvml_on_this_machine_reports_a_reason_or_real_numbers() -> None:
+    """No fake: without a GPU the real reader must refuse with a reason, never report 0 W."""
+    status = probe()
+    try:
+        with NvmlReader() as reader:
+            samples = reader.sample_all()
+    except NvmlUnavailable as error:
+        assert str(error).strip()
+        assert status == f"NVML unavailable: {error}"
+        return
+    assert samples and all(s.power_w is None or s.power_w > 0 for s in samples)
+    assert status.startswith(f"{len(samples)} GPU(s): ")
+    assert not re.search(r"\b0(\.0+)? ?W\b", status)
