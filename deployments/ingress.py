@@ -146,7 +146,13 @@ class OasisIngress(OpenAiIngress):
             input_tokens = counter.count_prompt(body.prompt)
         if budget is None:
             budget = body.max_tokens = self._config.default_max_tokens
-        return self._router.decide(model_id, input_tokens, budget)
+        decision = self._router.decide(model_id, input_tokens, budget)
+        logger.info(
+            "oasis route model=%s query_type=%s route=%s input_tokens=%d max_tokens=%d",
+            decision.model_id, decision.query_type.value, decision.route, decision.input_tokens,
+            decision.output_tokens,
+        )
+        return decision
 
     async def _forward(self, body, decision: RouteDecision, method: str, request: Request) -> Response:
         token = _CHOSEN_ROUTE.set(route_key(decision.model_id, decision.route))
@@ -159,11 +165,6 @@ class OasisIngress(OpenAiIngress):
         finally:
             _CHOSEN_ROUTE.reset(token)
         response.headers.update(decision.headers())
-        logger.info(
-            "oasis route model=%s query_type=%s route=%s input_tokens=%d max_tokens=%d",
-            decision.model_id, decision.query_type.value, decision.route, decision.input_tokens,
-            decision.output_tokens,
-        )
         return response
 
     @staticmethod

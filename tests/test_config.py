@@ -1,0 +1,101 @@
+"""Config validation: every refusal names the field, before anything starts."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from deployments.app import build_app
+from oasis_ray.config import ConfigError, parse_config
+from tests.conftest import app_config
+
+
+def _refusal(mutate) -> str:
+    raw = copy.deepcopy(app_config())
+    mutate(raw)
+    with pytest.raises(ConfigError) as refused:
+        parse_config(raw)
+    return str(refused.value)
+
+
+def test_valid_test_config_parses():
+    config = parse_config(app_config())
+    assert [r.name for r in config.routes] == ["short-output", "long-output"]
+    assert config.resolved_api_key() == "test-secret-key"
+
+
+def test_unknown_top_level_key():
+    assert "max_tokenz: unknown field" in _refusal(lambda c: c.update(max_tokenz=3))
+
+
+def test_unknown_nested_key():
+    assert "routes[0].engine.max_num_seq: unknown field" in _refusal(
+        lambda c: c["routes"][0]["engine"].update(max_num_seq=3))
+
+
+@pytest.mark.parametrize("tau", [0, -5])
+def test_tau_must_be_positive(tau):
+    assert "models[0].tau_tokens: Input should be greater than 0" in _refusal(
+        lambda c: c["models"][0].update(tau_tokens=tau))
+
+
+def test_route_naming_missing_model():
+    message = _refusal(lambda c: c["routes"][1].update(model="llama-9000"))
+    assert "routes[1].model: 'llama-9000' is not a configured model" in message
+
+
+def test_default_route_must_exist():
+    assert "models[0].default_route: 'nowhere'" in _refusal(lambda c: c["models"][0].update(default_route="nowhere"))
+
+
+def test_query_type_claimed_twice():
+    message = _refusal(lambda c: c["routes"][1]["query_types"].append("SISO"))
+    assert "routes[1].query_types: SISO of 'oasis-tiny-llama' is already served by route 'short-output'" in message
+
+
+def test_unknown_query_type():
+    assert "routes[0].query_types[1]" in _refusal(lambda c: c["routes"][0].update(query_types=["SISO", "MISO"]))
+
+
+def test_batched_tokens_below_context_without_chunked_prefill():
+    message = _refusal(lambda c: c["routes"][0]["engine"].update(max_num_batched_tokens=512))
+    assert "routes[0].engine.max_num_batched_tokens: 512 is below max_model_len 2048" in message
+
+
+def test_chunked_prefill_allows_small_token_budget():
+    raw = copy.deepcopy(app_config())
+    raw["routes"][0]["engine"].update(max_num_batched_tokens=512, enable_chunked_prefill=True)
+    assert parse_config(raw).routes[0].engine.engine_kwargs()["max_num_batched_tokens"] == 512
+
+
+def test_batched_tokens_below_batch_size():
+    message = _refusal(lambda c: c["routes"][0]["engine"].update(
+        max_num_batched_tokens=8, max_num_seqs=16, enable_chunked_prefill=True))
+    assert "routes[0].engine.max_num_batched_tokens: 8 is below max_num_seqs 16" in message
+
+
+def test_memory_share_out_of_range():
+    assert "routes[0].engine.gpu_memory_utilization" in _refusal(
+        lambda c: c["routes"][0]["engine"].update(gpu_memory_utilization=1.5))
+
+
+def test_min_replicas_above_max():
+    assert "routes[0].min_replicas: 3 exceeds max_replicas 1" in _refusal(lambda c: c["routes"][0].update(min_replicas=3))
+
+
+def test_several_problems_reported_together():
+    def break_twice(c):
+        c["models"][0]["tau_tokens"] = 0
+        c["bogus"] = True
+
+    message = _refusal(break_twice)
+    assert "models[0].tau_tokens" in message and "bogus: unknown field" in message
+
+
+def test_context_longer_than_the_model_stops_the_build():
+    raw = copy.deepcopy(app_config())
+    raw["routes"][1]["engine"]["max_model_len"] = 8192
+    with pytest.raises(ConfigError, match=r"routes\[1\].engine.max_model_len: 8192 exceeds the model's "
+                                          r"max_position_embeddings 4096"):
+        build_app(raw)
