@@ -58,7 +58,7 @@ async def _run(requests: int, concurrency: int, rounds: int) -> None:
     args = _serve_args()
     model_id = args["models"][0]["model_id"]
     ingress = serve.get_app_handle("oasis")
-    route = serve.get_deployment_handle(f"route:short-output:{model_id}", app_name="oasis").options(stream=True)
+    route = serve.get_deployment_handle(f"route:short-output@cpu:{model_id}", app_name="oasis").options(stream=True)
 
     async def via_ingress() -> None:
         await ingress.generate.remote(GenerateRequest(prompt=PROMPT, max_tokens=1))

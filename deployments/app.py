@@ -13,8 +13,8 @@ from ray import serve
 from ray.serve.deployment import Application
 from ray.serve.llm.ingress import make_fastapi_ingress
 
-from deployments.ingress import ENDPOINTS, OasisIngress, make_http_app, route_key
-from deployments.llm_routes import build_route_deployment
+from deployments.ingress import ENDPOINTS, OasisIngress, make_http_app
+from deployments.llm_routes import build_route_deployments
 from oasis_ray.config import EMBEDDED_SOURCE, ModelConfig, OasisAppConfig, check_against_model, parse_config
 from oasis_ray.embedded_model import build_embedded_model
 
@@ -29,16 +29,24 @@ def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
     config = parse_config(args)
     sources = {m.model_id: resolve_source(m) for m in config.models}
     check_against_model(config, {mid: Path(src) for mid, src in sources.items() if Path(src).is_dir()})
-    route_apps = {
-        route_key(r.model, r.name): build_route_deployment(r, sources[r.model], config.engine_env_vars)
-        for r in config.routes
+    policy_driven = config.autoscaling is not None
+    shape_apps = {
+        route.key: build_route_deployments(route, sources[route.model], config.engine_env_vars, policy_driven)
+        for route in config.routes
     }
     ingress_cls = make_fastapi_ingress(OasisIngress, endpoint_map=ENDPOINTS, app=make_http_app(config))
+    replicas: dict[str, Any] = {"num_replicas": config.ingress_replicas}
+    if policy_driven:
+        # Only deployments with an autoscaling config report custom metrics to the
+        # app-level policy; the ingress needs one for its request rates, and the
+        # policy leaves its replica count alone.
+        replicas = {"autoscaling_config": {"min_replicas": config.ingress_replicas,
+                                           "max_replicas": config.ingress_replicas}}
     ingress = serve.deployment(
         ingress_cls,
         name=INGRESS_DEPLOYMENT,
-        num_replicas=config.ingress_replicas,
         max_ongoing_requests=1000,
         ray_actor_options={"num_cpus": config.ingress_cpus},
+        **replicas,
     )
-    return ingress.bind(config=config, model_sources=sources, route_handles=route_apps)
+    return ingress.bind(config=config, model_sources=sources, shape_handles=shape_apps)

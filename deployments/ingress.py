@@ -9,6 +9,7 @@ budget, classify, and pick the route's handle instead of the model's.
 from __future__ import annotations
 
 import logging
+import time
 from contextvars import ContextVar
 from typing import Any
 
@@ -30,17 +31,21 @@ from starlette.responses import JSONResponse, Response
 from vllm.exceptions import VLLMClientError
 
 from deployments.http_guards import ApiKeyMiddleware, MaxBodyMiddleware
+from deployments.running_replicas import RunningReplicas
 from oasis_ray.api import GenerateRequest, GenerateResponse, OasisRequestError
-from oasis_ray.config import OasisAppConfig
+from oasis_ray.config import OasisAppConfig, route_key
 from oasis_ray.query_types import QueryType
+from oasis_ray.request_rates import RateWindow
 from oasis_ray.routing import QueryRouter, RouteDecision
+from oasis_ray.shape_choice import ShapeBalancer
 from oasis_ray.tokens import TokenCounter
 
 logger = logging.getLogger("ray.serve")
 
-# OpenAiIngress picks a handle by model id only. The route chosen for the request
-# in flight travels here, so the parent's request path is reused unchanged.
-_CHOSEN_ROUTE: ContextVar[str] = ContextVar("oasis_chosen_route")
+# OpenAiIngress picks a handle by model id only. The (route, shape) chosen for the
+# request in flight travels here, so the parent's request path is reused unchanged.
+_CHOSEN_TARGET: ContextVar[tuple[str, str]] = ContextVar("oasis_chosen_target")
+RATE_METRIC_PREFIX = "oasis_rps:"
 
 ENDPOINTS = {
     "models": lambda app: app.get("/v1/models"),
@@ -49,10 +54,6 @@ ENDPOINTS = {
     "chat": lambda app: app.post("/v1/chat/completions"),
     "health": lambda app: app.get("/health"),
 }
-
-
-def route_key(model_id: str, route: str) -> str:
-    return f"{model_id}/{route}"
 
 
 def error_response(error: OasisRequestError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -99,13 +100,23 @@ class OasisIngress(OpenAiIngress):
         self,
         config: OasisAppConfig,
         model_sources: dict[str, str],
-        route_handles: dict[str, DeploymentHandle],
+        shape_handles: dict[str, dict[str, DeploymentHandle]],
     ):
         self._config = config
         self._router = QueryRouter(config)
-        self._route_handles = {key: handle.options(stream=True) for key, handle in route_handles.items()}
+        self._shape_handles = {
+            key: {shape: handle.options(stream=True) for shape, handle in shapes.items()}
+            for key, shapes in shape_handles.items()
+        }
         self._counters = {model_id: TokenCounter(source) for model_id, source in model_sources.items()}
-        default_handles = {m.model_id: route_handles[route_key(m.model_id, m.default_route)] for m in config.models}
+        self._balancer = ShapeBalancer({r.key: r.cold_start_shape for r in config.routes})
+        self._running = RunningReplicas(shape_handles)
+        window_s = config.autoscaling.rate_window_s if config.autoscaling else 30.0
+        self._rates = RateWindow(window_s, started_s=time.monotonic())
+        default_handles = {
+            m.model_id: next(iter(shape_handles[route_key(m.model_id, m.default_route)].values()))
+            for m in config.models
+        }
         super().__init__(llm_deployments=default_handles, model_cards=self._model_cards_for(config))
 
     @staticmethod
@@ -126,7 +137,20 @@ class OasisIngress(OpenAiIngress):
         }
 
     def _get_configured_serve_handle(self, model_id: str) -> DeploymentHandle:
-        return self._route_handles[_CHOSEN_ROUTE.get()]
+        key, shape = _CHOSEN_TARGET.get()
+        return self._shape_handles[key][shape]
+
+    def _choose_target(self, decision: RouteDecision) -> tuple[str, str]:
+        """Count the request for the autoscaler and pick the shape whose replicas serve it."""
+        key = route_key(decision.model_id, decision.route)
+        self._rates.record(key, time.monotonic())
+        self._running.refresh_soon()
+        return key, self._balancer.pick(key, self._running.counts(key))
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Request rate per route, read by the app-level autoscaling policy (autoscaling/policy.py)."""
+        rates = self._rates.rates(time.monotonic(), list(self._shape_handles))
+        return {RATE_METRIC_PREFIX + key: rate for key, rate in rates.items()}
 
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
@@ -155,7 +179,8 @@ class OasisIngress(OpenAiIngress):
         return decision
 
     async def _forward(self, body, decision: RouteDecision, method: str, request: Request) -> Response:
-        token = _CHOSEN_ROUTE.set(route_key(decision.model_id, decision.route))
+        target = self._choose_target(decision)
+        token = _CHOSEN_TARGET.set(target)
         try:
             response = await self._process_llm_request(body, call_method=method, raw_request=request)
         except BackPressureError as exc:
@@ -163,8 +188,8 @@ class OasisIngress(OpenAiIngress):
         except OpenAIHTTPException as exc:
             return error_response(OasisRequestError(exc.status_code, exc.message, error_type=exc.type))
         finally:
-            _CHOSEN_ROUTE.reset(token)
-        response.headers.update(decision.headers())
+            _CHOSEN_TARGET.reset(token)
+        response.headers.update({**decision.headers(), "x-oasis-shape": target[1]})
         return response
 
     @staticmethod
@@ -199,13 +224,13 @@ class OasisIngress(OpenAiIngress):
             body = CompletionRequest(prompt=request.prompt, **common)
             method = "completions"
         decision = self._admit(body)
-        token = _CHOSEN_ROUTE.set(route_key(decision.model_id, decision.route))
+        token = _CHOSEN_TARGET.set(self._choose_target(decision))
         try:
             first = await self._get_response(body=body, call_method=method).__anext__()
         except BackPressureError:
             raise self._overloaded(decision) from None
         finally:
-            _CHOSEN_ROUTE.reset(token)
+            _CHOSEN_TARGET.reset(token)
         if isinstance(first, ErrorResponse):
             raise OasisRequestError(first.error.code, first.error.message, error_type=first.error.type)
         choice = first.choices[0]

@@ -1,7 +1,10 @@
-"""One Ray Serve LLM deployment per (model, route).
+"""One Ray Serve LLM deployment per (model, route, shape).
 
 Ray Serve LLM already wraps vLLM as an `LLMServer` deployment with OpenAI
-semantics; a route only chooses its engine arguments, resources and queue bound.
+semantics; a route only chooses its engine arguments, queue bound and, per
+shape (full GPU, MIG slice, CPU), the resources a replica asks for. The shapes
+of a route run the same engine settings, so the autoscaler can move capacity
+between them by replica counts alone.
 """
 
 from __future__ import annotations
@@ -11,28 +14,52 @@ from typing import Any
 from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
-from oasis_ray.config import RouteConfig
+from oasis_ray.config import RouteConfig, RouteResources
 
-# Serve allows a retiring replica this long to finish in-flight requests.
-_GRACEFUL_SHUTDOWN_S = 60.0
-
-
-def route_deployment_prefix(route: RouteConfig) -> str:
-    return f"route:{route.name}:"
+# A retiring replica may finish its in-flight requests for this long (Serve's
+# graceful shutdown); it bounds how long a scale-down or shape move drains.
+GRACEFUL_SHUTDOWN_S = 120.0
 
 
-def route_llm_config(route: RouteConfig, model_source: str, env_vars: dict[str, str]) -> LLMConfig:
-    resources = route.resources
+def shape_deployment_prefix(route: RouteConfig, shape: str) -> str:
+    return f"route:{route.name}@{shape}:"
+
+
+def _replica_bounds(route: RouteConfig, shape: str, policy_driven: bool) -> dict[str, Any]:
+    """Serve's own bounds and delays per shape deployment.
+
+    Under the cost-table policy every shape may drop to zero (the policy keeps
+    the route's min_replicas across shapes) and Serve's up/down delays are 0,
+    because the policy applies its own cooldowns and hysteresis; Serve would
+    otherwise delay every decision again (its down delay defaults to 600 s).
+    """
+    first = shape == route.cold_start_shape
+    if not policy_driven:
+        low = route.min_replicas if first else 0
+        return {"min_replicas": low, "max_replicas": route.max_replicas, "initial_replicas": max(low, int(first))}
+    return {
+        "min_replicas": 0,
+        "max_replicas": route.max_replicas,
+        "initial_replicas": max(route.min_replicas, 1) if first else 0,
+        "upscale_delay_s": 0.0,
+        "downscale_delay_s": 0.0,
+        "downscale_to_zero_delay_s": 0.0,
+    }
+
+
+def shape_llm_config(
+    route: RouteConfig, shape: str, resources: RouteResources, model_source: str, env_vars: dict[str, str],
+    policy_driven: bool,
+) -> LLMConfig:
     engine_kwargs: dict[str, Any] = route.engine.engine_kwargs()
     llm: dict[str, Any] = {
         "model_loading_config": {"model_id": route.model, "model_source": model_source},
         "engine_kwargs": engine_kwargs,
         "deployment_config": {
-            "autoscaling_config": {"min_replicas": route.min_replicas, "max_replicas": route.max_replicas,
-                                   "initial_replicas": max(route.min_replicas, 1)},
+            "autoscaling_config": _replica_bounds(route, shape, policy_driven),
             "max_ongoing_requests": route.max_ongoing_requests,
             "max_queued_requests": route.max_queued_requests,
-            "graceful_shutdown_timeout_s": _GRACEFUL_SHUTDOWN_S,
+            "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_S,
             # The replica actor shares its engine's bundle; `cpus` is the whole replica's.
             "ray_actor_options": {"num_cpus": 0},
         },
@@ -41,16 +68,28 @@ def route_llm_config(route: RouteConfig, model_source: str, env_vars: dict[str, 
     }
     if resources.accelerator == "cpu":
         llm["accelerator_config"] = {"kind": "cpu"}
-        llm["placement_group_config"] = {"bundles": [{"CPU": resources.cpus}]}
+        llm["placement_group_config"] = {"bundles": [{"CPU": resources.cpus, **resources.custom_resources}]}
     else:
         llm["accelerator_config"] = {"kind": "gpu"}
         engine_kwargs["tensor_parallel_size"] = resources.tensor_parallel_size
+        if resources.custom_resources:
+            llm["placement_group_config"] = {
+                "bundles": [{"GPU": 1, "CPU": resources.cpus, **resources.custom_resources}]
+                + [{"GPU": 1} for _ in range(resources.tensor_parallel_size - 1)]
+            }
         if resources.accelerator_type:
             llm["accelerator_type"] = resources.accelerator_type
     return LLMConfig(**llm)
 
 
-def build_route_deployment(route: RouteConfig, model_source: str, env_vars: dict[str, str]) -> Application:
-    return build_llm_deployment(
-        route_llm_config(route, model_source, env_vars), name_prefix=route_deployment_prefix(route)
-    )
+def build_route_deployments(
+    route: RouteConfig, model_source: str, env_vars: dict[str, str], policy_driven: bool
+) -> dict[str, Application]:
+    """The route's deployments, keyed by shape."""
+    return {
+        shape: build_llm_deployment(
+            shape_llm_config(route, shape, resources, model_source, env_vars, policy_driven),
+            name_prefix=shape_deployment_prefix(route, shape),
+        )
+        for shape, resources in route.shapes().items()
+    }

@@ -22,8 +22,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from oasis_ray.query_types import DEFAULT_TAU_TOKENS, QueryType
+from oasis_ray.scaling_config import ScalingConfig
 
 EMBEDDED_SOURCE = "embedded"
+CPU_SHAPE = "cpu"
+FULL_GPU_SHAPE = "full-gpu"
+MIG_PROFILE_PATTERN = r"^[1-7]g\.[1-9][0-9]*gb$"
 
 
 class ConfigError(ValueError):
@@ -85,6 +89,9 @@ class RouteResources(_Strict):
     accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. A100 or H100 (GPU only).")
     cpus: float = Field(1.0, gt=0, description="CPU cores per replica; fractional values share cores.")
     tensor_parallel_size: int = Field(1, ge=1)
+    custom_resources: dict[str, float] = Field(
+        default_factory=dict, description="Ray custom resources per replica, e.g. {'MIG-1g.10gb': 1}."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RouteResources:
@@ -93,6 +100,28 @@ class RouteResources(_Strict):
         if self.accelerator == "cpu" and self.tensor_parallel_size != 1:
             raise ValueError("tensor_parallel_size: CPU routes run one engine process per replica")
         return self
+
+
+def route_key(model_id: str, route_name: str) -> str:
+    """A route's id across the system: ingress handles, rate metrics and the scaling core."""
+    return f"{model_id}/{route_name}"
+
+
+def mig_slice_resources(profile: str) -> RouteResources:
+    """One MIG slice: a GPU as its profile's raylet sees it, plus the profile's resource (see oasis_ray.mig)."""
+    return RouteResources(accelerator="gpu", custom_resources={f"MIG-{profile}": 1})
+
+
+class MigShape(_Strict):
+    """A sub-GPU shape of a route: same engine settings, a MIG slice instead of a full GPU."""
+
+    profile: str = Field(pattern=MIG_PROFILE_PATTERN, description="MIG profile, e.g. 1g.10gb.")
+    resources: RouteResources | None = Field(
+        None, description="Defaults to one GPU of the profile's raylet plus its MIG-<profile> resource."
+    )
+
+    def replica_resources(self) -> RouteResources:
+        return self.resources or mig_slice_resources(self.profile)
 
 
 class RouteConfig(_Strict):
@@ -107,12 +136,35 @@ class RouteConfig(_Strict):
     max_queued_requests: int = Field(
         128, ge=1, description="Requests waiting for this route; past it callers get 503 with Retry-After."
     )
+    mig_shapes: list[MigShape] = Field(
+        default_factory=list, description="Sub-GPU shapes the autoscaler may move this route's capacity to."
+    )
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> RouteConfig:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas: {self.min_replicas} exceeds max_replicas {self.max_replicas}")
+        profiles = [shape.profile for shape in self.mig_shapes]
+        if len(set(profiles)) != len(profiles):
+            raise ValueError(f"mig_shapes: profiles {profiles} repeat")
         return self
+
+    @property
+    def key(self) -> str:
+        return route_key(self.model, self.name)
+
+    @property
+    def whole_shape(self) -> str:
+        return CPU_SHAPE if self.resources.accelerator == "cpu" else FULL_GPU_SHAPE
+
+    def shapes(self) -> dict[str, RouteResources]:
+        """Every shape a replica of this route can take, whole unit first."""
+        return {self.whole_shape: self.resources, **{m.profile: m.replica_resources() for m in self.mig_shapes}}
+
+    @property
+    def cold_start_shape(self) -> str:
+        """Where the first request of an idle route goes: the smallest shape, since Algorithm 1 starts small."""
+        return min(self.mig_shapes, key=lambda m: int(m.profile[0])).profile if self.mig_shapes else self.whole_shape
 
 
 class ModelConfig(_Strict):
@@ -123,6 +175,14 @@ class ModelConfig(_Strict):
     )
     tau_tokens: int = Field(DEFAULT_TAU_TOKENS, gt=0, description="Small/large split for input and output.")
     default_route: str = Field(description="Route for this model's query types that no route claims.")
+
+
+class AutoscalingSettings(_Strict):
+    """Cost-table-driven autoscaling; the policy in autoscaling/ reads these same settings."""
+
+    hct_path: str = Field(description="The hardware cost table (its directory, hct.parquet or hct.csv).")
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    rate_window_s: float = Field(30.0, gt=0, description="Window of the ingress's request-rate estimate.")
 
 
 class OasisAppConfig(_Strict):
@@ -138,6 +198,9 @@ class OasisAppConfig(_Strict):
     ingress_replicas: int = Field(1, ge=1)
     engine_env_vars: dict[str, str] = Field(
         default_factory=dict, description="Environment of every engine replica (e.g. VLLM_CPU_KVCACHE_SPACE)."
+    )
+    autoscaling: AutoscalingSettings | None = Field(
+        None, description="Size routes from the cost table; without it every route keeps its configured replicas."
     )
 
     @model_validator(mode="after")

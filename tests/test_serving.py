@@ -22,6 +22,7 @@ def test_long_prompt_short_output_goes_to_liso_route(openai_client):
     headers, completion = _complete(openai_client, prompt=[TOKEN] * 1200, max_tokens=20)
     assert headers["x-oasis-query-type"] == "LISO"
     assert headers["x-oasis-route"] == "short-output"
+    assert headers["x-oasis-shape"] == "cpu"
     assert completion.usage.prompt_tokens == 1200
     assert 1 <= completion.usage.completion_tokens <= 20
 

@@ -1,0 +1,37 @@
+"""Request rate per route over a sliding window, as the ingress reports it to the autoscaler.
+
+The ingress is the one place that sees every request with its route, so it
+counts there; the autoscaling policy sums the reports of all ingress replicas.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class RateWindow:
+    def __init__(self, window_s: float, started_s: float):
+        if window_s <= 0:
+            raise ValueError(f"window_s must be positive, got {window_s}")
+        self._window_s = window_s
+        self._started_s = started_s
+        self._arrivals: dict[str, deque[float]] = {}
+
+    def record(self, key: str, now_s: float) -> None:
+        self._arrivals.setdefault(key, deque()).append(now_s)
+
+    def rates(self, now_s: float, keys: list[str]) -> dict[str, float]:
+        """Requests per second for each key, zero included: a quiet route is news to the autoscaler.
+
+        Until a full window has passed, the rate is over the time since start,
+        so a fresh ingress neither hides a burst nor invents a lull.
+        """
+        span = min(self._window_s, max(now_s - self._started_s, 1e-3))
+        horizon = now_s - self._window_s
+        rates = {}
+        for key in keys:
+            arrivals = self._arrivals.get(key, deque())
+            while arrivals and arrivals[0] < horizon:
+                arrivals.popleft()
+            rates[key] = len(arrivals) / span
+        return rates
