@@ -15,11 +15,9 @@ from ray.serve.llm.ingress import make_fastapi_ingress
 
 from deployments.ingress import ENDPOINTS, OasisIngress, make_http_app
 from deployments.llm_routes import build_route_deployments
-from oasis_ray.config import EMBEDDED_SOURCE, ModelConfig, OasisAppConfig, check_against_model, parse_config
+from oasis_ray.capacity_source import CapacitySource
+from oasis_ray.config import EMBEDDED_SOURCE, INGRESS_DEPLOYMENT, ModelConfig, OasisAppConfig, check_against_model, parse_config
 from oasis_ray.embedded_model import build_embedded_model
-
-INGRESS_DEPLOYMENT = "OasisIngress"
-
 
 def resolve_source(model: ModelConfig) -> str:
     return str(build_embedded_model()) if model.source == EMBEDDED_SOURCE else model.source
@@ -30,6 +28,8 @@ def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
     sources = {m.model_id: resolve_source(m) for m in config.models}
     check_against_model(config, {mid: Path(src) for mid, src in sources.items() if Path(src).is_dir()})
     policy_driven = config.autoscaling is not None
+    if policy_driven:
+        CapacitySource(config)  # refuses, naming the route, a table that cannot size every route
     shape_apps = {
         route.key: build_route_deployments(route, sources[route.model], config.engine_env_vars, policy_driven)
         for route in config.routes

@@ -35,7 +35,7 @@ from deployments.running_replicas import RunningReplicas
 from oasis_ray.api import GenerateRequest, GenerateResponse, OasisRequestError
 from oasis_ray.config import OasisAppConfig, route_key
 from oasis_ray.query_types import QueryType
-from oasis_ray.request_rates import RateWindow
+from oasis_ray.request_rates import RATE_METRIC_PREFIX, RateWindow
 from oasis_ray.routing import QueryRouter, RouteDecision
 from oasis_ray.shape_choice import ShapeBalancer
 from oasis_ray.tokens import TokenCounter
@@ -45,7 +45,6 @@ logger = logging.getLogger("ray.serve")
 # OpenAiIngress picks a handle by model id only. The (route, shape) chosen for the
 # request in flight travels here, so the parent's request path is reused unchanged.
 _CHOSEN_TARGET: ContextVar[tuple[str, str]] = ContextVar("oasis_chosen_target")
-RATE_METRIC_PREFIX = "oasis_rps:"
 
 ENDPOINTS = {
     "models": lambda app: app.get("/v1/models"),

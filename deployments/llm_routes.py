@@ -21,10 +21,6 @@ from oasis_ray.config import RouteConfig, RouteResources
 GRACEFUL_SHUTDOWN_S = 120.0
 
 
-def shape_deployment_prefix(route: RouteConfig, shape: str) -> str:
-    return f"route:{route.name}@{shape}:"
-
-
 def _replica_bounds(route: RouteConfig, shape: str, policy_driven: bool) -> dict[str, Any]:
     """Serve's own bounds and delays per shape deployment.
 
@@ -89,7 +85,7 @@ def build_route_deployments(
     return {
         shape: build_llm_deployment(
             shape_llm_config(route, shape, resources, model_source, env_vars, policy_driven),
-            name_prefix=shape_deployment_prefix(route, shape),
+            override_serve_options={"name": route.deployment_name(shape)},
         )
         for shape, resources in route.shapes().items()
     }

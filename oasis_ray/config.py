@@ -25,6 +25,7 @@ from oasis_ray.query_types import DEFAULT_TAU_TOKENS, QueryType
 from oasis_ray.scaling_config import ScalingConfig
 
 EMBEDDED_SOURCE = "embedded"
+INGRESS_DEPLOYMENT = "OasisIngress"
 CPU_SHAPE = "cpu"
 FULL_GPU_SHAPE = "full-gpu"
 MIG_PROFILE_PATTERN = r"^[1-7]g\.[1-9][0-9]*gb$"
@@ -152,6 +153,10 @@ class RouteConfig(_Strict):
     @property
     def key(self) -> str:
         return route_key(self.model, self.name)
+
+    def deployment_name(self, shape: str) -> str:
+        """The Serve deployment of one shape; the autoscaling policy finds routes by these names."""
+        return f"route:{self.name}@{shape}:{self.model}"
 
     @property
     def whole_shape(self) -> str:

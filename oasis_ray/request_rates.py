@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections import deque
 
+# Custom autoscaling metric names: this prefix plus the route key.
+RATE_METRIC_PREFIX = "oasis_rps:"
+
 
 class RateWindow:
     def __init__(self, window_s: float, started_s: float):

@@ -1,0 +1,95 @@
+"""The Ray Serve application-level autoscaling policy: a thin adapter over oasis_ray's scaling core.
+
+Set it in serve_config.yaml next to the app, with the app's own args (a YAML
+anchor keeps them one source):
+
+    autoscaling_policy:
+      policy_function: autoscaling.policy:OasisAutoscalingPolicy
+      policy_kwargs: {app_args: *oasis_args}
+
+Serve calls the policy about every 0.1 s with a context per deployment that
+has an autoscaling_config. The request rate per route comes from the ingress's
+custom metrics (record_autoscaling_stats); the running replicas per shape from
+the shape deployments' contexts. The core decides; this adapter only reads
+contexts, logs each change as one line and returns replica counts. Serve then
+applies each deployment's bounds and up/down delays, which the app builder sets
+to 0 so the core's own cooldowns and hysteresis are the only damping.
+
+The core's state rides in Serve's policy_state; Serve drops it on redeploy, and
+the core is built to start from none (it takes the running replicas as the plan).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ray.serve._private.common import DeploymentID
+from ray.serve.config import AutoscalingContext
+
+from oasis_ray.capacity import scaling_config_for
+from oasis_ray.capacity_source import CapacitySource
+from oasis_ray.config import INGRESS_DEPLOYMENT, parse_config
+from oasis_ray.request_rates import RATE_METRIC_PREFIX
+from oasis_ray.scaling_core import TickInput, decide
+from oasis_ray.scaling_state import ScalingState
+
+logger = logging.getLogger("ray.serve")
+
+STATE_KEY = "oasis_scaling_state"
+
+
+def route_rates(ingress: AutoscalingContext | None) -> dict[str, float]:
+    """Requests per second per route, summed over ingress replicas; empty until the first report."""
+    metrics = (ingress.aggregated_metrics or {}) if ingress is not None else {}
+    return {
+        name.removeprefix(RATE_METRIC_PREFIX): sum(per_replica.values())
+        for name, per_replica in metrics.items()
+        if name.startswith(RATE_METRIC_PREFIX) and per_replica
+    }
+
+
+class OasisAutoscalingPolicy:
+    def __init__(self, app_args: dict[str, Any]):
+        config = parse_config(app_args)
+        self._scaling = scaling_config_for(config)
+        self._capacities = CapacitySource(config)
+        self._shape_of = {
+            route.deployment_name(shape): (route.key, shape) for route in config.routes for shape in route.shapes()
+        }
+
+    def __call__(
+        self, contexts: dict[DeploymentID, AutoscalingContext]
+    ) -> tuple[dict[DeploymentID, int], dict[DeploymentID, dict[str, Any]]]:
+        ingress_id = next((d for d in contexts if d.name == INGRESS_DEPLOYMENT), None)
+        ingress = contexts.get(ingress_id) if ingress_id else None
+        current: dict[str, dict[str, int]] = {}
+        for deployment_id, context in contexts.items():
+            if deployment_id.name in self._shape_of:
+                key, shape = self._shape_of[deployment_id.name]
+                current.setdefault(key, {})[shape] = len(context.running_replicas)
+        capacities = self._capacities.capacities()
+        known = {capacity.route for capacity in capacities}
+        stored = ingress.policy_state.get(STATE_KEY) if ingress is not None else None
+        tick = TickInput(
+            now_s=time.time(),
+            observed_rps={key: rate for key, rate in route_rates(ingress).items() if key in known},
+            current_replicas={key: shapes for key, shapes in current.items() if key in known},
+            routes=capacities,
+            config=self._scaling,
+            state=ScalingState.model_validate(stored) if stored else ScalingState(),
+        )
+        decision, state = decide(tick)
+        for record in decision.changes():
+            logger.info("oasis scaling %s", record.log_line())
+        targets = decision.targets()
+        replicas = {
+            deployment_id: targets[key][shape]
+            for deployment_id in contexts
+            if deployment_id.name in self._shape_of
+            for key, shape in [self._shape_of[deployment_id.name]]
+            if key in targets
+        }
+        policy_state = {ingress_id: {STATE_KEY: state.model_dump(mode="json")}} if ingress_id else {}
+        return replicas, policy_state

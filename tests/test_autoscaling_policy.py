@@ -1,0 +1,159 @@
+"""The cost-table capacity mapping and the Serve policy adapter, driven with Ray's own context classes."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray.serve._private.common import DeploymentID, ReplicaID
+from ray.serve.config import AutoscalingContext
+
+from autoscaling.policy import STATE_KEY, OasisAutoscalingPolicy
+from deployments.app import build_app
+from oasis_ray.capacity import CapacityError, route_capacities, scaling_config_for
+from oasis_ray.config import INGRESS_DEPLOYMENT, parse_config
+from oasis_ray.hct import load_hct
+from oasis_ray.request_rates import RATE_METRIC_PREFIX
+from tests.conftest import MODEL_ID, app_config
+from tests.hct_factory import hct_row, write_table
+
+APP = "oasis-autoscaled"
+SHORT, LONG = f"{MODEL_ID}/short-output", f"{MODEL_ID}/long-output"
+MIG = "1g.10gb"
+
+
+def standard_rows():
+    cpu, mig = {"hardware_kind": "cpu"}, {"hardware_kind": "mig", "mig_profile": MIG}
+    return [
+        hct_row(model_id=MODEL_ID, query_type="SISO", msrr_req_s=4.0, **cpu),
+        hct_row(model_id=MODEL_ID, query_type="LISO", msrr_req_s=2.0, **cpu),
+        hct_row(model_id=MODEL_ID, query_type="SILO", msrr_req_s=1.0, **cpu),
+        hct_row(model_id=MODEL_ID, query_type="LILO", msrr_req_s=0.5, **cpu),
+        hct_row(model_id=MODEL_ID, query_type="SISO", msrr_req_s=0.8, **mig),
+        hct_row(model_id=MODEL_ID, query_type="LISO", msrr_req_s=0.5, **mig),
+    ]
+
+
+def autoscaled_config(hct_path: Path, **scaling: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(app_config())
+    raw["routes"][0]["mig_shapes"] = [{"profile": MIG, "resources": {"accelerator": "cpu", "cpus": 0.25,
+                                                                    "custom_resources": {f"MIG-{MIG}": 1}}}]
+    raw["routes"][0]["max_replicas"] = 2
+    raw["autoscaling"] = {"hct_path": str(hct_path), "scaling": {"upscale_cooldown_s": 0, "downscale_cooldown_s": 0,
+                                                                 "hysteresis": 0.1, **scaling}}
+    return raw
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> Path:
+    return write_table(tmp_path / "hct", standard_rows())
+
+
+def test_capacity_per_route_is_its_slowest_type(table):
+    capacities = {c.route: c for c in route_capacities(parse_config(autoscaled_config(table)), load_hct(table).rows)}
+    assert {o.shape: o.msrr_rps for o in capacities[SHORT].options} == {"cpu": 2.0, MIG: 0.5}
+    assert {o.shape: o.msrr_rps for o in capacities[LONG].options} == {"cpu": 0.5}
+
+
+def test_missing_rows_are_refused_naming_route_and_shape(tmp_path):
+    table = write_table(tmp_path / "hct", [r for r in standard_rows() if r.mig_profile is None])
+    with pytest.raises(CapacityError, match=rf"route '{SHORT}' shape '{MIG}': the HCT has no successful row for SISO"):
+        route_capacities(parse_config(autoscaled_config(table)), load_hct(table).rows)
+
+
+def test_unmet_slo_is_refused_naming_route(tmp_path):
+    rows = [r if r.query_type.value != "LILO" else hct_row(model_id=MODEL_ID, hardware_kind="cpu",
+                                                           query_type="LILO", msrr_req_s=0.0)
+            for r in standard_rows()]
+    table = write_table(tmp_path / "hct", rows)
+    with pytest.raises(CapacityError, match=rf"route '{LONG}' shape 'cpu': the HCT never meets the SLO for LILO"):
+        build_app(autoscaled_config(table))
+
+
+def test_route_bounds_flow_into_the_core():
+    raw = autoscaled_config(Path("unused"))
+    raw["routes"][1]["min_replicas"] = 0
+    limits = scaling_config_for(parse_config(raw)).route_limits
+    assert (limits[SHORT].max_replicas, limits[SHORT].allow_scale_to_zero) == (2, False)
+    assert limits[LONG].allow_scale_to_zero
+
+
+def _context(name: str, running: int, *, metrics: dict[str, float] | None = None,
+             state: dict | None = None) -> tuple[DeploymentID, AutoscalingContext]:
+    deployment = DeploymentID(name=name, app_name=APP)
+    replicas = [ReplicaID(unique_id=f"{name}-{i}", deployment_id=deployment) for i in range(running)]
+    aggregated = {metric: {replicas[0]: value} for metric, value in (metrics or {}).items()}
+    return deployment, AutoscalingContext(
+        deployment_id=deployment, deployment_name=name, app_name=APP, current_num_replicas=running,
+        target_num_replicas=running, running_replicas=replicas, total_num_requests=0.0, total_queued_requests=0.0,
+        aggregated_metrics=aggregated, raw_metrics={}, capacity_adjusted_min_replicas=0,
+        capacity_adjusted_max_replicas=8, policy_state=state or {}, last_scale_up_time=None,
+        last_scale_down_time=None, current_time=None, config=None,
+    )
+
+
+def _tick(policy: OasisAutoscalingPolicy, rates: dict[str, float], running: dict[str, int],
+          state: dict | None = None):
+    config = parse_config(policy.app_args)
+    names = {route.deployment_name(shape): (route.key, shape) for route in config.routes for shape in route.shapes()}
+    contexts = dict([_context(INGRESS_DEPLOYMENT, 1, metrics={RATE_METRIC_PREFIX + k: v for k, v in rates.items()},
+                              state=state)])
+    for name, (key, shape) in names.items():
+        contexts.update([_context(name, running.get(f"{key}@{shape}", 0))])
+    decisions, policy_state = policy(contexts)
+    return {f"{names[d.name][0]}@{names[d.name][1]}": n for d, n in decisions.items()}, policy_state
+
+
+class _Policy(OasisAutoscalingPolicy):
+    """The real policy, remembering its args so a test can name the deployments it sees."""
+
+    def __init__(self, app_args: dict[str, Any]):
+        super().__init__(app_args=app_args)
+        self.app_args = app_args
+
+
+@pytest.fixture
+def policy(table):
+    return _Policy(autoscaled_config(table))
+
+
+def test_light_load_moves_to_a_mig_slice_make_before_break(policy):
+    running = {f"{SHORT}@cpu": 1, f"{LONG}@cpu": 1}
+    first, state = _tick(policy, {SHORT: 0.2, LONG: 0.2}, running)
+    assert first[f"{SHORT}@{MIG}"] == 1 and first[f"{SHORT}@cpu"] == 1
+    stored = next(iter(state.values()))[STATE_KEY]
+    second, _ = _tick(policy, {SHORT: 0.2, LONG: 0.2}, {**running, f"{SHORT}@{MIG}": 1},
+                      state={STATE_KEY: stored})
+    assert (second[f"{SHORT}@{MIG}"], second[f"{SHORT}@cpu"]) == (1, 0)
+
+
+def test_burst_takes_full_units_up_to_the_route_max(policy):
+    targets, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
+    assert targets[f"{SHORT}@cpu"] == 2
+    assert targets[f"{LONG}@cpu"] == 1
+
+
+def test_no_rate_report_holds_the_running_replicas(policy):
+    targets, _ = _tick(policy, {}, {f"{SHORT}@cpu": 1, f"{LONG}@cpu": 1})
+    assert targets == {f"{SHORT}@cpu": 1, f"{SHORT}@{MIG}": 0, f"{LONG}@cpu": 1}
+
+
+def test_advisory_mode_keeps_counts(table):
+    targets, _ = _tick(_Policy(autoscaled_config(table, advisory=True)), {SHORT: 3.0, LONG: 0.2},
+                       {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
+    assert targets == {f"{SHORT}@cpu": 0, f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1}
+
+
+def test_unreadable_table_at_run_time_keeps_the_last_good_one(policy, table, caplog):
+    before, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
+    table.write_bytes(b"not parquet")
+    after, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
+    assert after == before
+    assert "keeping the last good one" in caplog.text
+
+
+def test_policy_refuses_a_config_without_autoscaling():
+    with pytest.raises(ValueError, match="autoscaling: not configured"):
+        OasisAutoscalingPolicy(app_args=app_config())
