@@ -69,18 +69,25 @@ class OasisAutoscalingPolicy:
             if deployment_id.name in self._shape_of:
                 key, shape = self._shape_of[deployment_id.name]
                 current.setdefault(key, {})[shape] = len(context.running_replicas)
-        capacities = self._capacities.capacities()
-        known = {capacity.route for capacity in capacities}
-        stored = ingress.policy_state.get(STATE_KEY) if ingress is not None else None
+        rates = route_rates(ingress)
+        # A route the ingress has not reported on yet (just deployed, say) is left
+        # to Serve's own targets: its replicas may still be starting, and the core
+        # would read "none running, no rate" as a plan of zero.
+        reported = tuple(c for c in self._capacities.capacities() if c.route in rates)
+        stored = ScalingState.model_validate(ingress.policy_state.get(STATE_KEY) or {}) if ingress else ScalingState()
+        if not reported:
+            return {}, _policy_state(ingress_id, stored)
+        names = {capacity.route for capacity in reported}
         tick = TickInput(
             now_s=time.time(),
-            observed_rps={key: rate for key, rate in route_rates(ingress).items() if key in known},
-            current_replicas={key: shapes for key, shapes in current.items() if key in known},
-            routes=capacities,
+            observed_rps={key: rates[key] for key in names},
+            current_replicas={key: shapes for key, shapes in current.items() if key in names},
+            routes=reported,
             config=self._scaling,
-            state=ScalingState.model_validate(stored) if stored else ScalingState(),
+            state=stored,
         )
-        decision, state = decide(tick)
+        decision, ticked = decide(tick)
+        state = ScalingState(routes={**stored.routes, **ticked.routes})
         for record in decision.changes():
             logger.info("oasis scaling %s", record.log_line())
         targets = decision.targets()
@@ -91,5 +98,9 @@ class OasisAutoscalingPolicy:
             for key, shape in [self._shape_of[deployment_id.name]]
             if key in targets
         }
-        policy_state = {ingress_id: {STATE_KEY: state.model_dump(mode="json")}} if ingress_id else {}
-        return replicas, policy_state
+        return replicas, _policy_state(ingress_id, state)
+
+
+def _policy_state(ingress_id: DeploymentID | None, state: ScalingState) -> dict[DeploymentID, dict[str, Any]]:
+    """The core's state rides on the ingress's policy_state (Serve keeps one dict per deployment)."""
+    return {ingress_id: {STATE_KEY: state.model_dump(mode="json")}} if ingress_id else {}

@@ -41,7 +41,8 @@ def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
         # app-level policy; the ingress needs one for its request rates, and the
         # policy leaves its replica count alone.
         replicas = {"autoscaling_config": {"min_replicas": config.ingress_replicas,
-                                           "max_replicas": config.ingress_replicas}}
+                                           "max_replicas": config.ingress_replicas,
+                                           "look_back_period_s": config.autoscaling.rate_window_s}}
     ingress = serve.deployment(
         ingress_cls,
         name=INGRESS_DEPLOYMENT,

@@ -19,6 +19,7 @@ MODEL_ID = "oasis-tiny-llama"
 # The long-output route is kept tiny so the queue bound is reachable in a test.
 LONG_ROUTE_MAX_ONGOING = 2
 LONG_ROUTE_MAX_QUEUED = 2
+MIG_STANDIN_RESOURCE = "MIG-1g.10gb"
 
 _CPU_ENGINE = {
     "max_num_seqs": 4,
@@ -64,7 +65,9 @@ def oasis_app() -> Iterator[str]:
     from deployments.app import build_app
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    ray.init(runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}, include_dashboard=False)
+    # MIG_STANDIN_RESOURCE lets CPU replicas stand in for MIG slices in the autoscaling test.
+    ray.init(runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}, include_dashboard=False,
+             resources={MIG_STANDIN_RESOURCE: 4})
     serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT})
     serve.run(build_app(app_config()), name=APP_NAME, route_prefix="/")
     yield f"http://127.0.0.1:{HTTP_PORT}"

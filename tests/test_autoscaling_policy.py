@@ -135,9 +135,10 @@ def test_burst_takes_full_units_up_to_the_route_max(policy):
     assert targets[f"{LONG}@cpu"] == 1
 
 
-def test_no_rate_report_holds_the_running_replicas(policy):
-    targets, _ = _tick(policy, {}, {f"{SHORT}@cpu": 1, f"{LONG}@cpu": 1})
-    assert targets == {f"{SHORT}@cpu": 1, f"{SHORT}@{MIG}": 0, f"{LONG}@cpu": 1}
+def test_routes_without_a_rate_report_are_left_to_serve(policy):
+    assert _tick(policy, {}, {f"{SHORT}@cpu": 0, f"{LONG}@cpu": 0})[0] == {}
+    targets, _ = _tick(policy, {LONG: 0.2}, {f"{SHORT}@cpu": 0, f"{LONG}@cpu": 1})
+    assert targets == {f"{LONG}@cpu": 1}
 
 
 def test_advisory_mode_keeps_counts(table):
