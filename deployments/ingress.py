@@ -27,10 +27,11 @@ from ray.llm._internal.serve.core.configs.openai_api_models import (
     ModelCard,
     OpenAIHTTPException,
 )
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from vllm.exceptions import VLLMClientError
 
 from deployments.http_guards import ApiKeyMiddleware, MaxBodyMiddleware
+from deployments.observed_response import StreamObservation, completion_tokens, timed_stream
 from deployments.running_replicas import RunningReplicas
 from oasis_ray.api import GenerateRequest, GenerateResponse, OasisRequestError
 from oasis_ray.config import OasisAppConfig, route_key
@@ -38,6 +39,8 @@ from oasis_ray.query_types import QueryType
 from oasis_ray.request_rates import RATE_METRIC_PREFIX, RateWindow
 from oasis_ray.routing import QueryRouter, RouteDecision
 from oasis_ray.shape_choice import ShapeBalancer
+from oasis_ray.telemetry import build_telemetry, request_attributes
+from oasis_ray.telemetry_export import MetricPoint, SpanRecord
 from oasis_ray.tokens import TokenCounter
 
 logger = logging.getLogger("ray.serve")
@@ -112,6 +115,7 @@ class OasisIngress(OpenAiIngress):
         self._running = RunningReplicas(shape_handles)
         window_s = config.autoscaling.rate_window_s if config.autoscaling else 30.0
         self._rates = RateWindow(window_s, started_s=time.monotonic())
+        self._telemetry = build_telemetry(config.telemetry)
         default_handles = {
             m.model_id: next(iter(shape_handles[route_key(m.model_id, m.default_route)].values()))
             for m in config.models
@@ -178,18 +182,56 @@ class OasisIngress(OpenAiIngress):
         return decision
 
     async def _forward(self, body, decision: RouteDecision, method: str, request: Request) -> Response:
+        started = time.perf_counter()
         target = self._choose_target(decision)
+        attributes = request_attributes(model=decision.model_id, query_type=decision.query_type,
+                                        route=decision.route, input_tokens=decision.input_tokens)
+        with self._telemetry.span("oasis.ingress", attributes) as span:
+            with self._telemetry.span("oasis.route", {**attributes, "oasis.shape": target[1]}):
+                response = await self._call_route(body, decision, target, method, request)
+            span.set_attributes(request_attributes(status_code=response.status_code))
+        response.headers.update({**decision.headers(), "x-oasis-shape": target[1]})
+        if isinstance(response, StreamingResponse):
+            observation = StreamObservation(started_s=started)
+            response.body_iterator = timed_stream(
+                response.body_iterator, observation,
+                lambda finished: self._record(decision, response.status_code, finished - started,
+                                              observation.output_tokens, observation.ttft_s(),
+                                              observation.tpot_s(finished)),
+            )
+        else:
+            self._record(decision, response.status_code, time.perf_counter() - started,
+                         completion_tokens(response.body), None, None)
+        return response
+
+    async def _call_route(self, body, decision: RouteDecision, target: tuple[str, str], method: str,
+                          request: Request) -> Response:
         token = _CHOSEN_TARGET.set(target)
         try:
-            response = await self._process_llm_request(body, call_method=method, raw_request=request)
+            return await self._process_llm_request(body, call_method=method, raw_request=request)
         except BackPressureError as exc:
             return error_response(self._overloaded(decision), headers={"Retry-After": _retry_after(exc)})
         except OpenAIHTTPException as exc:
             return error_response(OasisRequestError(exc.status_code, exc.message, error_type=exc.type))
         finally:
             _CHOSEN_TARGET.reset(token)
-        response.headers.update({**decision.headers(), "x-oasis-shape": target[1]})
-        return response
+
+    def _record(self, decision: RouteDecision | None, status_code: int, e2e_s: float, output_tokens: int,
+                ttft_s: float | None, tpot_s: float | None) -> None:
+        self._telemetry.record_request(
+            decision.model_id if decision else None, decision.query_type if decision else None,
+            decision.route if decision else None, e2e_s=e2e_s, ttft_s=ttft_s, tpot_s=tpot_s,
+            input_tokens=decision.input_tokens if decision else 0, output_tokens=output_tokens,
+            status_code=status_code,
+        )
+
+    def _refuse(self, error: OasisRequestError, started: float) -> JSONResponse:
+        self._record(None, error.status_code, time.perf_counter() - started, 0, None, None)
+        return error_response(error)
+
+    def telemetry_snapshot(self) -> tuple[list[MetricPoint], list[SpanRecord]]:
+        """What the in-memory exporter holds (telemetry.exporters: [memory]); for tests and debugging."""
+        return self._telemetry.memory_metrics(), self._telemetry.finished_spans()
 
     @staticmethod
     def _overloaded(decision: RouteDecision) -> OasisRequestError:
@@ -199,21 +241,24 @@ class OasisIngress(OpenAiIngress):
         )
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
+        started = time.perf_counter()
         try:
             decision = self._admit(body)
         except OasisRequestError as error:
-            return error_response(error)
+            return self._refuse(error, started)
         return await self._forward(body, decision, "completions", request)
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
+        started = time.perf_counter()
         try:
             decision = self._admit(body)
         except OasisRequestError as error:
-            return error_response(error)
+            return self._refuse(error, started)
         return await self._forward(body, decision, "chat", request)
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         """The typed handle API (see oasis_ray.api); raises OasisRequestError."""
+        started = time.perf_counter()
         common = {"model": request.model, "max_tokens": request.max_tokens,
                   "temperature": request.temperature, "seed": request.seed}
         if request.messages is not None:
@@ -222,16 +267,25 @@ class OasisIngress(OpenAiIngress):
         else:
             body = CompletionRequest(prompt=request.prompt, **common)
             method = "completions"
-        decision = self._admit(body)
-        token = _CHOSEN_TARGET.set(self._choose_target(decision))
         try:
-            first = await self._get_response(body=body, call_method=method).__anext__()
-        except BackPressureError:
-            raise self._overloaded(decision) from None
-        finally:
-            _CHOSEN_TARGET.reset(token)
+            decision = self._admit(body)
+        except OasisRequestError as error:
+            self._refuse(error, started)
+            raise
+        target = self._choose_target(decision)
+        attributes = request_attributes(model=decision.model_id, query_type=decision.query_type,
+                                        route=decision.route, input_tokens=decision.input_tokens)
+        try:
+            with self._telemetry.span("oasis.ingress", attributes), \
+                    self._telemetry.span("oasis.route", {**attributes, "oasis.shape": target[1]}):
+                first = await self._first_response(body, decision, target, method)
+        except OasisRequestError as error:
+            self._record(decision, error.status_code, time.perf_counter() - started, 0, None, None)
+            raise
         if isinstance(first, ErrorResponse):
+            self._record(decision, first.error.code, time.perf_counter() - started, 0, None, None)
             raise OasisRequestError(first.error.code, first.error.message, error_type=first.error.type)
+        self._record(decision, 200, time.perf_counter() - started, first.usage.completion_tokens, None, None)
         choice = first.choices[0]
         return GenerateResponse(
             model=decision.model_id,
@@ -242,6 +296,15 @@ class OasisIngress(OpenAiIngress):
             input_tokens=first.usage.prompt_tokens,
             output_tokens=first.usage.completion_tokens,
         )
+
+    async def _first_response(self, body, decision: RouteDecision, target: tuple[str, str], method: str):
+        token = _CHOSEN_TARGET.set(target)
+        try:
+            return await self._get_response(body=body, call_method=method).__anext__()
+        except BackPressureError:
+            raise self._overloaded(decision) from None
+        finally:
+            _CHOSEN_TARGET.reset(token)
 
 
 def _retry_after(exc: BackPressureError) -> str:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from oasis_ray.query_types import DEFAULT_TAU_TOKENS, QueryType
 from oasis_ray.scaling_config import ScalingConfig
+from oasis_ray.telemetry_config import TelemetryConfig
 
 EMBEDDED_SOURCE = "embedded"
 INGRESS_DEPLOYMENT = "OasisIngress"
@@ -204,6 +205,7 @@ class OasisAppConfig(_Strict):
     engine_env_vars: dict[str, str] = Field(
         default_factory=dict, description="Environment of every engine replica (e.g. VLLM_CPU_KVCACHE_SPACE)."
     )
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     autoscaling: AutoscalingSettings | None = Field(
         None, description="Size routes from the cost table; without it every route keeps its configured replicas."
     )

@@ -34,6 +34,7 @@ def app_config() -> dict[str, Any]:
         "default_max_tokens": 16,
         "api_key": API_KEY,
         "engine_env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+        "telemetry": {"exporters": ["memory"]},
         "models": [{"model_id": MODEL_ID, "source": "embedded", "default_route": "short-output"}],
         "routes": [
             {
