@@ -258,7 +258,7 @@ class OasisAppConfig(_Strict):
         return None
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
+def field_path(loc: tuple[Any, ...]) -> str:
     path = ""
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
@@ -274,7 +274,7 @@ def parse_config(raw: dict[str, Any] | OasisAppConfig) -> OasisAppConfig:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            where = _field_path(err["loc"])
+            where = field_path(err["loc"])
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 message = "unknown field"

@@ -1,0 +1,142 @@
+"""The process that profiles one engine configuration: it starts the engine once and runs its trials.
+
+The sweep runs this class as a Ray actor holding exactly the device it
+profiles, so the engine, the meters and the clock lock all live where the
+device is. The benchmark runs the same class in-process. Each trial's clock
+is locked only for its own search and restored when it ends, whatever it
+raised, so a trial that fails leaves the GPU as it found it.
+
+The actor owns its event loop rather than being an async actor: vLLM's
+AsyncLLM binds to the loop it first runs on, and one trial at a time is the
+point (a second concurrent trial would be measuring the first's load).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+
+from oasis_ray.clock_control import ClockLock, locked_sm_clock
+from oasis_ray.loadgen import run_closed_loop
+from oasis_ray.measurement import LoadPoint, summarize_level
+from oasis_ray.msrr_search import meets_slo, search_msrr
+from oasis_ray.power_probe import NoPowerProbe, PowerProbe, open_gpu_probe
+from oasis_ray.sweep_plan import EngineConfig, Trial
+from oasis_ray.sweep_spec import CpuTarget, GpuTarget
+from oasis_ray.trial_outcome import DeviceInfo, TrialOutcome, measured_outcome, utc_now
+from profiling_jobs.engine import ProfiledEngine
+
+CPU_POWER_NOTE = "CPU target: no power meter"
+MIG_POWER_NOTE = "MIG slice: NVML meters only the whole GPU, which other slices share"
+
+
+class TrialTimeout(TimeoutError):
+    """The trial's search ran past the spec's trial_timeout_s."""
+
+
+class TrialRunner:
+    def __init__(self, config: EngineConfig, gpu_index: int | None = None) -> None:
+        """`gpu_index` is the NVML index of a GPU target; left out, it is the GPU Ray assigned this actor."""
+        self._config = config
+        if gpu_index is None and isinstance(config.hardware, GpuTarget):
+            gpu_index = _assigned_gpu_index()
+        self._gpu_index = gpu_index
+        self._probe = self._open_probe()
+        self._loop = asyncio.new_event_loop()
+        started = time.perf_counter()
+        self._engine = self._loop.run_until_complete(ProfiledEngine.start(config))
+        self.engine_start_s = time.perf_counter() - started
+
+    def _open_probe(self) -> PowerProbe:
+        if isinstance(self._config.hardware, CpuTarget):
+            return NoPowerProbe(CPU_POWER_NOTE)
+        if self._gpu_index is None:
+            return NoPowerProbe(MIG_POWER_NOTE)
+        return open_gpu_probe(self._gpu_index)
+
+    def run_trial(self, trial: Trial, run_id: str) -> TrialOutcome:
+        started_at = utc_now()
+        deadline = time.monotonic() + trial.timeout_s
+        send = self._engine.sender(trial.query, label=trial.trial_id)
+
+        def measure(concurrency: int) -> LoadPoint:
+            remaining = deadline - time.monotonic()
+            warmup, measured = trial.load.warmup_requests(concurrency), trial.load.measured_requests(concurrency)
+            level = run_closed_loop(
+                send, concurrency=concurrency, warmup=warmup, measured=measured, read_power=self._probe.read
+            )
+            try:
+                run = self._loop.run_until_complete(asyncio.wait_for(level, max(remaining, 0)))
+            except TimeoutError:
+                raise TrialTimeout(
+                    f"trial passed its {trial.timeout_s:g} s limit at concurrency {concurrency}"
+                ) from None
+            point = summarize_level(
+                concurrency=concurrency,
+                records=run.records,
+                warmup=warmup,
+                measured=measured,
+                output_tokens=trial.query.output_tokens,
+                window_open=run.window_open,
+                window_close=run.window_close,
+            )
+            verdict = "meets" if meets_slo(point, trial.slo) else "misses"
+            print(
+                f"[trial {trial.label()}] concurrency {concurrency}: P95 e2e {point.e2e_p95_s:.3f} s, "
+                f"{point.requests_per_s:.2f} req/s, {verdict} the SLO",
+                flush=True,
+            )
+            return point
+
+        with self._clock() as clock:
+            search_started = time.perf_counter()
+            result = search_msrr(measure, trial.slo, trial.search)
+            search_wall_s = time.perf_counter() - search_started
+        device = DeviceInfo(
+            device_name=self._probe.device_name,
+            driver_version=self._probe.driver_version,
+            power_note=self._probe.unavailable_reason,
+        )
+        return measured_outcome(
+            trial,
+            run_id=run_id,
+            result=result,
+            clock=clock,
+            device=device,
+            engine_start_s=self.engine_start_s,
+            search_wall_s=search_wall_s,
+            started_at=started_at,
+        )
+
+    @contextlib.contextmanager
+    def _clock(self) -> Iterator[ClockLock]:
+        if self._gpu_index is None:
+            yield ClockLock(requested_mhz=None, locked=False, observed_sm_mhz=None, note=None)
+            return
+        with locked_sm_clock(self._gpu_index, self._config.clock_mhz) as clock:
+            yield clock
+
+    def engine_start_seconds(self) -> float:
+        """Returns once the engine is up: the sweep's signal that this actor has left the queue."""
+        return self.engine_start_s
+
+    def shutdown(self) -> None:
+        """Stop the engine, then let its background tasks see the cancellation before the loop closes."""
+        self._engine.shutdown()
+        leftovers = asyncio.all_tasks(self._loop)
+        for task in leftovers:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        self._loop.close()
+        self._probe.close()
+
+
+def _assigned_gpu_index() -> int:
+    import ray
+
+    ids = ray.get_gpu_ids()
+    if len(ids) != 1:
+        raise RuntimeError(f"a GPU trial must hold exactly one GPU, Ray assigned {ids}")
+    return int(ids[0])

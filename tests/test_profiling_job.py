@@ -1,0 +1,221 @@
+"""A real profiling sweep submitted as a Ray job: stopped midway, resubmitted, finished, reported.
+
+One local cluster and one sweep (the shipped tiny CPU spec: three engine
+configurations x LISO and SILO) serve every test here, because each vLLM
+engine takes most of a minute to start on two cores. The first job is
+stopped once three trials are saved and the sweep is resubmitted.
+
+The cluster runs in a helper process that started it with `ray.init`, so it
+is this module's own: it never touches a cluster another test session runs
+on the same machine, and it is torn down by ending the helper. It uses Ray's
+token authentication with a token made for this module, passed to the
+cluster, the job client and the `ray` CLI alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from oasis_ray.hct import HctRow, load_hct
+from oasis_ray.sweep_plan import expand_trials
+from oasis_ray.sweep_spec import load_spec, spec_hash
+from oasis_ray.trial_store import TRIALS_DIR
+from profiling_jobs import report
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SPEC = REPO_ROOT / "profiling_jobs" / "specs" / "tiny_cpu.yaml"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+POLL_S = 2.0
+STOP_AFTER = 3
+# Only a guard against a hung job blocking the suite; no assertion depends on speed.
+STUCK_AFTER_S = 900.0
+CLUSTER_READY = "oasis-test-cluster-ready"
+CLUSTER_SCRIPT = f"""
+import sys
+import ray
+ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+         dashboard_port=int(sys.argv[1]), log_to_driver=False)
+print("{CLUSTER_READY}", flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    dashboard_url: str
+    token: str
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+
+    def client(self) -> JobSubmissionClient:
+        return JobSubmissionClient(self.dashboard_url, headers={"Authorization": f"Bearer {self.token}"})
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    port = _free_port()
+    started = Cluster(dashboard_url=f"http://127.0.0.1:{port}", token=secrets.token_hex(32))
+    helper = subprocess.Popen(
+        [sys.executable, "-c", CLUSTER_SCRIPT, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=started.env(),
+    )
+    assert helper.stdin is not None and helper.stdout is not None
+    try:
+        if helper.stdout.readline().strip() != CLUSTER_READY:
+            pytest.fail(f"the test's Ray cluster did not start (helper exit status {helper.poll()})")
+        yield started
+    finally:
+        helper.stdin.close()
+        helper.wait(timeout=120)
+
+
+@dataclass(frozen=True)
+class SweepRuns:
+    out: Path
+    first_status: JobStatus
+    first_run_files: dict[str, str]
+    second_status: JobStatus
+    second_logs: str
+
+
+def _wait_for(client: JobSubmissionClient, job_id: str, done: Callable[[JobStatus], bool]) -> JobStatus:
+    deadline = time.monotonic() + STUCK_AFTER_S
+    while time.monotonic() < deadline:
+        status = client.get_job_status(job_id)
+        if done(status):
+            return status
+        time.sleep(POLL_S)
+    pytest.fail(
+        f"job {job_id} still {client.get_job_status(job_id)} after {STUCK_AFTER_S:.0f} s:\n"
+        f"{client.get_job_logs(job_id)[-5000:]}"
+    )
+
+
+def _sweep_command(out: Path) -> list[str]:
+    return [sys.executable, "-m", "profiling_jobs.sweep", "--spec", str(SPEC.relative_to(REPO_ROOT)), "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def sweep_runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> SweepRuns:
+    """Submit the sweep, stop it once a trial has been saved, then resubmit it with the `ray job submit` CLI."""
+    client = cluster.client()
+    out = tmp_path_factory.mktemp("sweep") / "hct"
+    trials = out / TRIALS_DIR
+    first = client.submit_job(entrypoint=" ".join(_sweep_command(out)), runtime_env={"working_dir": str(REPO_ROOT)})
+    # Two engines run side by side on the two CPUs; by the third saved trial one configuration is done
+    # and the other mostly, so the resumed job restarts few engines.
+    _wait_for(client, first, lambda status: status in TERMINAL or len(list(trials.glob("*.json"))) >= STOP_AFTER)
+    client.stop_job(first)
+    first_status = _wait_for(client, first, lambda status: status in TERMINAL)
+    first_run_files = {path.stem: path.read_text() for path in trials.glob("*.json")}
+
+    ray_cli = Path(sys.executable).with_name("ray")
+    submit = [str(ray_cli), "job", "submit", "--address", cluster.dashboard_url, "--working-dir", str(REPO_ROOT)]
+    submitted = subprocess.run(
+        [*submit, "--submission-id", "resumed-sweep", "--no-wait", "--", *_sweep_command(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=cluster.env(),
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    second_status = _wait_for(client, "resumed-sweep", lambda status: status in TERMINAL)
+    return SweepRuns(
+        out=out,
+        first_status=first_status,
+        first_run_files=first_run_files,
+        second_status=second_status,
+        second_logs=client.get_job_logs("resumed-sweep"),
+    )
+
+
+def test_every_row_has_an_msrr_whose_p95_meets_the_slo(sweep_runs: SweepRuns) -> None:
+    assert sweep_runs.second_status == JobStatus.SUCCEEDED, sweep_runs.second_logs[-5000:]
+    spec = load_spec(SPEC)
+    table = load_hct(sweep_runs.out)
+    rows, points = table.rows, table.load_points
+    assert rows["trial_id"].tolist() == [trial.trial_id for trial in expand_trials(spec)]
+    assert rows["status"].tolist() == ["ok"] * len(rows)
+    assert (rows["msrr_req_s"] > 0).all()
+    assert (rows["e2e_p95_s"] <= spec.slo.p95_e2e_s).all()
+    for _, row in rows.iterrows():
+        of_trial = points[points["trial_id"] == row["trial_id"]]
+        assert len(of_trial) == row["load_points"] >= 2
+        at_msrr = of_trial[of_trial["concurrency"] == row["msrr_concurrency"]].iloc[0]
+        assert (at_msrr["requests_per_s"], at_msrr["e2e_p95_s"]) == (row["msrr_req_s"], row["e2e_p95_s"])
+        assert bool(at_msrr["meets_slo"])
+        assert row["msrr_req_s"] == of_trial.loc[of_trial["meets_slo"], "requests_per_s"].max()
+    assert {(r["query_type"], r["input_tokens"], r["output_tokens"]) for _, r in rows.iterrows()} == {
+        ("LISO", 200, 20),
+        ("SILO", 20, 200),
+    }
+    assert table.metadata.spec_hash == spec_hash(spec)
+
+
+def test_cpu_rows_record_power_as_unavailable_never_zero(sweep_runs: SweepRuns) -> None:
+    rows = load_hct(sweep_runs.out).rows
+    assert not rows["power_available"].any()
+    assert all(math.isnan(v) for v in [*rows["mean_power_w"], *rows["energy_per_token_j"]])
+    assert set(rows["power_note"]) == {"CPU target: no power meter"}
+    assert not rows["clock_locked"].any()
+
+
+def test_a_stopped_sweep_resumes_without_rerunning_finished_trials(sweep_runs: SweepRuns) -> None:
+    assert sweep_runs.first_status == JobStatus.STOPPED
+    finished_first = sweep_runs.first_run_files
+    table = load_hct(sweep_runs.out / "hct.csv")
+    assert 0 < len(finished_first) < len(table.rows), "the first job must have been stopped midway"
+    for trial_id, text in finished_first.items():
+        assert (sweep_runs.out / TRIALS_DIR / f"{trial_id}.json").read_text() == text
+    first_run_ids = {json.loads(text)["row"]["run_id"] for text in finished_first.values()}
+    assert len(first_run_ids) == 1
+    run_of = dict(zip(table.rows["trial_id"], table.rows["run_id"], strict=True))
+    assert {trial_id for trial_id, run in run_of.items() if run in first_run_ids} == set(finished_first)
+    assert len({run for run in run_of.values() if run not in first_run_ids}) == 1
+    assert f"skipping {len(finished_first)} finished in earlier runs" in sweep_runs.second_logs
+    assert list(table.rows.columns) == list(HctRow.model_fields)
+
+
+def test_job_log_shows_progress_current_trial_and_eta(sweep_runs: SweepRuns) -> None:
+    lines = [line for line in sweep_runs.second_logs.splitlines() if re.match(r"\[sweep\] \d+/6 trials done", line)]
+    done_before = len(sweep_runs.first_run_files)
+    assert lines[-1].startswith(f"[sweep] 6/6 trials done ({done_before} from earlier runs, 0 failed) | elapsed ")
+    assert lines[-1].endswith("| ETA 0m00s | running: none")
+    assert any(
+        re.search(r"\| ETA \d+m\d{2}s \| running: oasis-tiny-llama \| cpu x1 \| batch \d", line) for line in lines
+    )
+
+
+def test_report_draws_its_figures_from_the_swept_table(sweep_runs: SweepRuns, tmp_path: Path) -> None:
+    assert report.main([str(sweep_runs.out / "hct.parquet"), "--out", str(tmp_path)]) == 0
+    for name in ("clock_effects.png", "msrr_by_query_type.png", "latency_vs_concurrency.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
+    summary = (tmp_path / "summary.md").read_text()
+    assert len([line for line in summary.splitlines() if line.startswith("| oasis-tiny-llama | cpu x1 |")]) == 6
+    assert "Power n/a means not measured (CPU target: no power meter), never zero." in summary
