@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from oasis_ray.query_types import DEFAULT_TAU_TOKENS, QueryType
 from oasis_ray.scaling_config import ScalingConfig
 from oasis_ray.telemetry_config import TelemetryConfig
+from oasis_ray.validation import error_lines
 
 EMBEDDED_SOURCE = "embedded"
 INGRESS_DEPLOYMENT = "OasisIngress"
@@ -258,13 +258,6 @@ class OasisAppConfig(_Strict):
         return None
 
 
-def field_path(loc: tuple[Any, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
-
-
 def parse_config(raw: dict[str, Any] | OasisAppConfig) -> OasisAppConfig:
     """Validate a raw mapping; every problem is reported with its field path."""
     if isinstance(raw, OasisAppConfig):
@@ -272,18 +265,7 @@ def parse_config(raw: dict[str, Any] | OasisAppConfig) -> OasisAppConfig:
     try:
         return OasisAppConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = field_path(err["loc"])
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown field"
-            # A validator that names its own field ("max_num_seqs: ...") is joined onto the path.
-            own_field = re.match(r"^([A-Za-z_]\w*): ", message)
-            if where and own_field:
-                where, message = f"{where}.{own_field.group(1)}", message[own_field.end():]
-            lines.append(f"{where}: {message}" if where else message)
-        raise ConfigError("invalid oasis-ray config:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError("invalid oasis-ray config:\n  " + "\n  ".join(error_lines(exc))) from None
 
 
 def check_against_model(config: OasisAppConfig, model_dirs: dict[str, Path]) -> None:

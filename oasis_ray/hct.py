@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from oasis_ray.config import field_path
+from oasis_ray.validation import field_path
 from oasis_ray.measurement import LoadPoint
 from oasis_ray.query_types import QueryType
 from oasis_ray.sweep_spec import LoadSettings, SearchSettings, SloSpec, Variant

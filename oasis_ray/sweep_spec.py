@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,7 +24,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
-from oasis_ray.config import EMBEDDED_SOURCE, EngineSettings, field_path
+from oasis_ray.config import EMBEDDED_SOURCE, EngineSettings
+from oasis_ray.validation import NAMES_ITS_FIELD, error_lines, field_path
 from oasis_ray.query_types import QueryType
 
 SMALL_TOKENS = 50
@@ -39,7 +39,6 @@ PAPER_QUERY_LENGTHS: dict[QueryType, tuple[int, int]] = {
 # Engine fields each trial sets itself; a base value for them would be silently overridden.
 _TRIAL_OWNED_ENGINE_FIELDS = ("max_num_seqs", "enable_prefix_caching", "enable_chunked_prefill")
 _HARDWARE_KINDS = ("cpu", "gpu", "mig")
-_NAMES_ITS_FIELD = re.compile(r"^[A-Za-z_]\w*(\[\d+\])*: ")
 
 
 class SpecError(ValueError):
@@ -259,7 +258,7 @@ def _engine_error_line(err: Any) -> str:
     message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
     where = field_path(err["loc"])
     if not where:
-        return f"engine.{message}" if _NAMES_ITS_FIELD.match(message) else f"engine: {message}"
+        return f"engine.{message}" if NAMES_ITS_FIELD.match(message) else f"engine: {message}"
     return f"engine.{where}: {message}"
 
 
@@ -279,19 +278,7 @@ def parse_spec(raw: Any) -> SweepSpec:
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = _spec_field_path(err["loc"])
-            message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-            # A validator may report several problems, one a line, each naming its own field.
-            for part in message.splitlines():
-                if not where:
-                    lines.append(part)
-                elif _NAMES_ITS_FIELD.match(part):
-                    lines.append(f"{where}.{part}")
-                else:
-                    lines.append(f"{where}: {part}")
-        raise SpecError("invalid sweep spec:\n  " + "\n  ".join(lines)) from None
+        raise SpecError("invalid sweep spec:\n  " + "\n  ".join(error_lines(exc, _spec_field_path))) from None
 
 
 def _spec_field_path(loc: tuple[Any, ...]) -> str:
