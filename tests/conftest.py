@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 APP_NAME = "oasis"
-HTTP_PORT = 8123
+# Two suites on one machine (a developer's and CI's) need separate ports.
+HTTP_PORT = int(os.environ.get("OASIS_TEST_HTTP_PORT", "8123"))
 API_KEY = "test-secret-key"
 MODEL_ID = "oasis-tiny-llama"
 # The long-output route is kept tiny so the queue bound is reachable in a test.
