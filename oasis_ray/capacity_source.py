@@ -30,7 +30,7 @@ class CapacitySource:
         if config.autoscaling is None:
             raise ValueError("autoscaling: not configured")
         self._config = config
-        self._path = Path(config.autoscaling.hct_path)
+        self._path = config.autoscaling.table_path()
         self._seen = _fingerprint(self._path)
         self._capacities = route_capacities(config, load_hct(self._path).rows)
 

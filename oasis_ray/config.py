@@ -26,6 +26,7 @@ from oasis_ray.telemetry_config import TelemetryConfig
 from oasis_ray.validation import error_lines
 
 EMBEDDED_SOURCE = "embedded"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 INGRESS_DEPLOYMENT = "OasisIngress"
 CPU_SHAPE = "cpu"
 FULL_GPU_SHAPE = "full-gpu"
@@ -186,9 +187,20 @@ class ModelConfig(_Strict):
 class AutoscalingSettings(_Strict):
     """Cost-table-driven autoscaling; the policy in autoscaling/ reads these same settings."""
 
-    hct_path: str = Field(description="The hardware cost table (its directory, hct.parquet or hct.csv).")
+    hct_path: str = Field(
+        description="The hardware cost table (its directory, hct.parquet or hct.csv); relative to the checkout."
+    )
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     rate_window_s: float = Field(30.0, gt=0, description="Window of the ingress's request-rate estimate.")
+
+    def table_path(self) -> Path:
+        """Relative paths resolve against the oasis-ray checkout, not the process's working directory.
+
+        The policy runs in Serve's controller, whose working directory is Ray's,
+        not the one `serve run` was started from.
+        """
+        path = Path(self.hct_path)
+        return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 class OasisAppConfig(_Strict):
