@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from dataclasses import dataclass
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 from typing import cast
 
 import pynvml
@@ -15,79 +14,9 @@ import pytest
 from oasis_ray.energy_ledger import EnergyLedger
 from oasis_ray.gpu_sampler import EnergyInterval, GpuSampler
 from oasis_ray.nvml import GpuSample, NvmlReader
+from tests.fake_nvml import FakeGpu, FakeNvmlForUnitTests, not_supported
 
 MJ = 1000
-
-
-@dataclass
-class FakeGpu:
-    """`energy_error`, when set, is raised by the energy-counter read, as the driver would."""
-
-    uuid: str
-    energy_mj: int = 5_000_000
-    energy_error: pynvml.NVMLError | None = None
-
-
-class FakeNvmlForUnitTests:
-    """Stands in for pynvml with only the calls NvmlReader.sample_all makes; errors and constants are pynvml's."""
-
-    NVMLError = pynvml.NVMLError
-    NVMLError_NotSupported = pynvml.NVMLError_NotSupported
-    NVMLError_FunctionNotFound = pynvml.NVMLError_FunctionNotFound
-    NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
-    NVML_CLOCK_MEM = pynvml.NVML_CLOCK_MEM
-    NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
-
-    def __init__(self, gpus: list[FakeGpu], init_error: pynvml.NVMLError | None = None) -> None:
-        self.gpus = gpus
-        self.init_error = init_error
-        self.initialised = False
-
-    def nvmlInit(self) -> None:
-        if self.init_error is not None:
-            raise self.init_error
-        self.initialised = True
-
-    def nvmlShutdown(self) -> None:
-        self.initialised = False
-
-    def nvmlSystemGetDriverVersion(self) -> str:
-        return "550.54.15"
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.gpus)
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
-        return self.gpus[index]
-
-    def nvmlDeviceGetUUID(self, handle: FakeGpu) -> str:
-        return handle.uuid
-
-    def nvmlDeviceGetName(self, handle: FakeGpu) -> str:
-        return "NVIDIA H100 80GB HBM3"
-
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeGpu) -> int:
-        if handle.energy_error is not None:
-            raise handle.energy_error
-        return handle.energy_mj
-
-    def nvmlDeviceGetPowerUsage(self, handle: FakeGpu) -> int:
-        return 250_000
-
-    def nvmlDeviceGetClockInfo(self, handle: FakeGpu, clock: int) -> int:
-        return 1980 if clock == pynvml.NVML_CLOCK_SM else 2619
-
-    def nvmlDeviceGetUtilizationRates(self, handle: FakeGpu) -> SimpleNamespace:
-        return SimpleNamespace(gpu=87, memory=0)
-
-    def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu) -> SimpleNamespace:
-        return SimpleNamespace(used=1 << 30, total=80 << 30)
-
-    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: FakeGpu) -> int:
-        return 0
-
-    def nvmlDeviceGetMigMode(self, handle: FakeGpu) -> list[int]:
-        return [pynvml.NVML_DEVICE_MIG_DISABLE, pynvml.NVML_DEVICE_MIG_DISABLE]
 
 
 class WallClock:
@@ -161,11 +90,11 @@ def test_a_gpu_lost_mid_session_breaks_the_chain_and_closes_nvml(wall: WallClock
     fake = FakeNvmlForUnitTests([FakeGpu("GPU-0")])
     sampler = sampler_for(fake, wall)
     step(sampler, wall)
-    fake.gpus[0].energy_error = pynvml.NVMLError_GpuIsLost()
+    fake.gpus[0].errors["nvmlDeviceGetTotalEnergyConsumption"] = pynvml.NVMLError_GpuIsLost()
     reading, lost = step(sampler, wall)
     assert reading == f"unavailable: NVML error while sampling: {pynvml.NVMLError_GpuIsLost()}"
     assert (lost.total_j, fake.initialised) == (None, False)
-    fake.gpus[0].energy_error = None
+    fake.gpus[0].errors.clear()
     _, reopened = step(sampler, wall)
     fake.gpus[0].energy_mj += 50 * MJ
     _, measured = step(sampler, wall)
@@ -173,7 +102,8 @@ def test_a_gpu_lost_mid_session_breaks_the_chain_and_closes_nvml(wall: WallClock
 
 
 def test_one_gpu_without_an_energy_counter_leaves_the_node_total_unknown(wall: WallClock) -> None:
-    fake = FakeNvmlForUnitTests([FakeGpu("GPU-0"), FakeGpu("GPU-1", energy_error=pynvml.NVMLError_NotSupported())])
+    no_counter = FakeGpu("GPU-1", errors=not_supported("nvmlDeviceGetTotalEnergyConsumption"))
+    fake = FakeNvmlForUnitTests([FakeGpu("GPU-0"), no_counter])
     sampler = sampler_for(fake, wall)
     step(sampler, wall)
     fake.gpus[0].energy_mj += 80 * MJ

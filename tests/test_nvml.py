@@ -5,123 +5,18 @@ from __future__ import annotations
 import inspect
 import re
 import time
-from dataclasses import dataclass, field
-from types import SimpleNamespace
+from typing import Any
 
 import pynvml
 import pytest
 
 from oasis_ray import mig, nvml
 from oasis_ray.nvml import GpuSample, MigDevice, NvmlReader, NvmlUnavailable, mig_profile, probe
-
-NOT_SUPPORTED = "not supported"
-GIB = 1 << 30
+from tests.fake_nvml import GIB, FakeGpu, FakeNvmlForUnitTests, not_supported
 
 
-@dataclass
-class FakeGpu:
-    """A physical GPU or MIG device; a metric set to NOT_SUPPORTED raises NVMLError_NotSupported."""
-
-    uuid: str
-    name: str
-    power_mw: object = 312_456
-    energy_mj: object = 9_876_543_210
-    sm_mhz: object = 1980
-    mem_mhz: object = 2619
-    util_pct: object = 87
-    mem_used: object = 40 * GIB
-    mem_total: int = 80 * GIB
-    throttle: object = 0x4
-    mig_mode: object = pynvml.NVML_DEVICE_MIG_DISABLE
-    mig_slots: list[FakeGpu | None] = field(default_factory=list)
-
-
-class FakeNvmlForUnitTests:
-    """Stands in for the pynvml module: only the calls NvmlReader makes, answered from FakeGpu records.
-
-    The error classes and constants are pynvml's own, so the reader's except clauses are tested for real.
-    """
-
-    NVMLError = pynvml.NVMLError
-    NVMLError_NotSupported = pynvml.NVMLError_NotSupported
-    NVMLError_FunctionNotFound = pynvml.NVMLError_FunctionNotFound
-    NVMLError_NotFound = pynvml.NVMLError_NotFound
-    NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
-    NVML_CLOCK_MEM = pynvml.NVML_CLOCK_MEM
-    NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
-
-    def __init__(self, gpus: list[FakeGpu], init_error: pynvml.NVMLError | None = None) -> None:
-        self.gpus = gpus
-        self.init_error = init_error
-        self.initialised = False
-
-    def nvmlInit(self) -> None:
-        if self.init_error is not None:
-            raise self.init_error
-        self.initialised = True
-
-    def nvmlShutdown(self) -> None:
-        if not self.initialised:
-            raise pynvml.NVMLError_Uninitialized()
-        self.initialised = False
-
-    def nvmlSystemGetDriverVersion(self) -> str:
-        return "550.54.15"
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.gpus)
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
-        return self.gpus[index]
-
-    def nvmlDeviceGetUUID(self, handle: FakeGpu) -> str:
-        return handle.uuid
-
-    def nvmlDeviceGetName(self, handle: FakeGpu) -> str:
-        return handle.name
-
-    def nvmlDeviceGetPowerUsage(self, handle: FakeGpu) -> object:
-        return _value(handle.power_mw)
-
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeGpu) -> object:
-        return _value(handle.energy_mj)
-
-    def nvmlDeviceGetClockInfo(self, handle: FakeGpu, clock: int) -> object:
-        return _value(handle.sm_mhz if clock == pynvml.NVML_CLOCK_SM else handle.mem_mhz)
-
-    def nvmlDeviceGetUtilizationRates(self, handle: FakeGpu) -> SimpleNamespace:
-        return SimpleNamespace(gpu=_value(handle.util_pct), memory=0)
-
-    def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu) -> SimpleNamespace:
-        return SimpleNamespace(used=_value(handle.mem_used), total=handle.mem_total)
-
-    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: FakeGpu) -> object:
-        return _value(handle.throttle)
-
-    def nvmlDeviceGetMigMode(self, handle: FakeGpu) -> list[object]:
-        mode = _value(handle.mig_mode)
-        return [mode, mode]
-
-    def nvmlDeviceGetMaxMigDeviceCount(self, handle: FakeGpu) -> int:
-        return len(handle.mig_slots)
-
-    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: FakeGpu, slot: int) -> FakeGpu:
-        device = handle.mig_slots[slot]
-        if device is None:
-            raise pynvml.NVMLError_NotFound()
-        return device
-
-
-def _value(metric: object) -> object:
-    if isinstance(metric, pynvml.NVMLError):
-        raise metric
-    if metric == NOT_SUPPORTED:
-        raise pynvml.NVMLError_NotSupported()
-    return metric
-
-
-def h100(index: int, **overrides: object) -> FakeGpu:
-    return FakeGpu(uuid=f"GPU-{index:08d}", name="NVIDIA H100 80GB HBM3", **overrides)
+def h100(index: int, **overrides: Any) -> FakeGpu:
+    return FakeGpu(uuid=f"GPU-{index:08d}", **overrides)
 
 
 def mig_slice(uuid: str, profile: str, memory_gib: int) -> FakeGpu:
@@ -132,7 +27,7 @@ def mig_h100() -> FakeGpu:
     return h100(
         0,
         mig_mode=pynvml.NVML_DEVICE_MIG_ENABLE,
-        util_pct=NOT_SUPPORTED,
+        errors=not_supported("nvmlDeviceGetUtilizationRates"),
         mig_slots=[
             mig_slice("MIG-aaaa", "1g.10gb", 10),
             None,
@@ -167,9 +62,9 @@ def test_sample_converts_units_and_reads_every_metric() -> None:
 
 
 def test_unsupported_metrics_are_none_and_named_never_zero() -> None:
-    gpu = h100(0, power_mw=NOT_SUPPORTED, energy_mj=NOT_SUPPORTED, mig_mode=NOT_SUPPORTED)
-    gpu.throttle = pynvml.NVMLError_FunctionNotFound()
-    with NvmlReader(FakeNvmlForUnitTests([gpu])) as reader:
+    errors = not_supported("nvmlDeviceGetPowerUsage", "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetMigMode")
+    errors["nvmlDeviceGetCurrentClocksEventReasons"] = pynvml.NVMLError_FunctionNotFound()
+    with NvmlReader(FakeNvmlForUnitTests([h100(0, errors=errors)])) as reader:
         sample = reader.sample(0)
     assert (sample.power_w, sample.energy_mj, sample.throttle_reasons, sample.mig_mode_enabled) == (None,) * 4
     assert sample.unsupported == ("energy_mj", "power_w", "throttle_reasons", "mig_mode_enabled")
@@ -177,7 +72,8 @@ def test_unsupported_metrics_are_none_and_named_never_zero() -> None:
 
 
 def test_other_nvml_errors_propagate_instead_of_becoming_none() -> None:
-    with NvmlReader(FakeNvmlForUnitTests([h100(0, power_mw=pynvml.NVMLError_GpuIsLost())])) as reader:
+    gpu = h100(0, errors={"nvmlDeviceGetPowerUsage": pynvml.NVMLError_GpuIsLost()})
+    with NvmlReader(FakeNvmlForUnitTests([gpu])) as reader:
         with pytest.raises(pynvml.NVMLError_GpuIsLost):
             reader.sample(0)
 
@@ -221,9 +117,11 @@ def test_mig_devices_skip_empty_slots_and_read_profile_and_memory() -> None:
     assert sample.unsupported == ("gpu_util_pct",)
 
 
-@pytest.mark.parametrize(("mode", "expected"), [(pynvml.NVML_DEVICE_MIG_DISABLE, False), (NOT_SUPPORTED, None)])
-def test_mig_off_or_unsupported_lists_no_devices(mode: object, expected: bool | None) -> None:
-    gpu = h100(0, mig_mode=mode, mig_slots=[mig_slice("MIG-stale", "1g.10gb", 10)])
+@pytest.mark.parametrize(("errors", "expected"), [({}, False), (not_supported("nvmlDeviceGetMigMode"), None)])
+def test_mig_off_or_unsupported_lists_no_devices(errors: dict[str, pynvml.NVMLError], expected: bool | None) -> None:
+    gpu = h100(
+        0, mig_mode=pynvml.NVML_DEVICE_MIG_DISABLE, errors=errors, mig_slots=[mig_slice("MIG-stale", "1g.10gb", 10)]
+    )
     with NvmlReader(FakeNvmlForUnitTests([gpu])) as reader:
         assert reader.mig_mode_enabled(0) is expected
         assert reader.mig_devices(0) == []
@@ -278,7 +176,8 @@ def test_mig_command_prints_lines_for_the_ray_address(
 
 
 def test_mig_command_says_mig_is_off(capsys: pytest.CaptureFixture[str]) -> None:
-    assert mig.main(["--address", "h:1"], nvml=FakeNvmlForUnitTests([h100(0), h100(1, mig_mode=NOT_SUPPORTED)])) == 0
+    fake = FakeNvmlForUnitTests([h100(0), h100(1, errors=not_supported("nvmlDeviceGetMigMode"))])
+    assert mig.main(["--address", "h:1"], nvml=fake) == 0
     assert capsys.readouterr().out == "MIG mode is off on all 2 GPU(s) of this node; there is nothing to split.\n"
 
 

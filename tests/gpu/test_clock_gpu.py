@@ -8,27 +8,15 @@ not lock clocks the test checks that it says so instead.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pynvml
 import pytest
 
 from oasis_ray.clock_control import locked_sm_clock
-from oasis_ray.nvml import NvmlReader, NvmlUnavailable
 from oasis_ray.power_probe import open_gpu_probe
 
 GPU_INDEX = 0
 INTERVAL_S = 1.0
-
-
-@pytest.fixture(scope="module")
-def reader() -> Iterator[NvmlReader]:
-    try:
-        opened = NvmlReader()
-    except NvmlUnavailable as reason:
-        pytest.skip(f"no GPU: {reason}")
-    with opened:
-        yield opened
 
 
 def _mid_supported_sm_clock() -> int:
@@ -40,7 +28,8 @@ def _mid_supported_sm_clock() -> int:
     return clocks[len(clocks) // 2]
 
 
-def test_lock_is_taken_or_refused_with_a_reason(reader: NvmlReader) -> None:
+@pytest.mark.usefixtures("nvml_reader")
+def test_lock_is_taken_or_refused_with_a_reason() -> None:
     clock = _mid_supported_sm_clock()
     with locked_sm_clock(GPU_INDEX, clock) as lock:
         print(f"requested {clock} MHz: {lock}")
@@ -50,7 +39,8 @@ def test_lock_is_taken_or_refused_with_a_reason(reader: NvmlReader) -> None:
             assert lock.note and lock.note.startswith("clock lock refused by NVML: ")
 
 
-def test_probe_reads_a_rising_energy_counter(reader: NvmlReader) -> None:
+@pytest.mark.usefixtures("nvml_reader")
+def test_probe_reads_a_rising_energy_counter() -> None:
     probe = open_gpu_probe(GPU_INDEX)
     try:
         first = probe.read()

@@ -6,23 +6,10 @@ Read-only: it samples and lists MIG devices, and changes no GPU setting.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from oasis_ray.nvml import GpuSample, NvmlReader, NvmlUnavailable
+from oasis_ray.nvml import GpuSample, NvmlReader
 
 INTERVAL_S = 1.0
-
-
-@pytest.fixture(scope="module")
-def reader() -> Iterator[NvmlReader]:
-    try:
-        opened = NvmlReader()
-    except NvmlUnavailable as reason:
-        pytest.skip(f"no GPU: {reason}")
-    with opened:
-        yield opened
 
 
 def _show(sample: GpuSample) -> None:
@@ -34,10 +21,10 @@ def _show(sample: GpuSample) -> None:
     )
 
 
-def test_samples_are_live_and_the_energy_counter_rises(reader: NvmlReader) -> None:
-    first = reader.sample_all()
+def test_samples_are_live_and_the_energy_counter_rises(nvml_reader: NvmlReader) -> None:
+    first = nvml_reader.sample_all()
     time.sleep(INTERVAL_S)
-    second = reader.sample_all()
+    second = nvml_reader.sample_all()
     for before, after in zip(first, second, strict=True):
         _show(before)
         _show(after)
@@ -54,10 +41,10 @@ def test_samples_are_live_and_the_energy_counter_rises(reader: NvmlReader) -> No
         assert sampled_w / 4 < counter_w < sampled_w * 4, "counter and power readings disagree on units"
 
 
-def test_mig_devices_are_listed(reader: NvmlReader) -> None:
-    for index in range(reader.device_count()):
-        mode = reader.mig_mode_enabled(index)
-        devices = reader.mig_devices(index)
+def test_mig_devices_are_listed(nvml_reader: NvmlReader) -> None:
+    for index in range(nvml_reader.device_count()):
+        mode = nvml_reader.mig_mode_enabled(index)
+        devices = nvml_reader.mig_devices(index)
         print(f"GPU {index}: MIG mode {mode}, {len(devices)} MIG device(s)")
         for device in devices:
             print(f"  {device.uuid} {device.profile} {device.memory_bytes} B")
