@@ -43,6 +43,7 @@ POLL_S = 2.0
 STOP_AFTER = 3
 # Only a guard against a hung job blocking the suite; no assertion depends on speed.
 STUCK_AFTER_S = 900.0
+AGENT_WAIT_S = 180.0
 CLUSTER_READY = "oasis-test-cluster-ready"
 CLUSTER_SCRIPT = f"""
 import sys
@@ -121,13 +122,25 @@ def _sweep_command(out: Path) -> list[str]:
     return [sys.executable, "-m", "profiling_jobs.sweep", "--spec", str(SPEC.relative_to(REPO_ROOT)), "--out", str(out)]
 
 
+def _submit_when_agent_ready(client: JobSubmissionClient, entrypoint: str) -> str:
+    """The dashboard answers before its job agent registers; on a loaded machine that gap can last a while."""
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO_ROOT)})
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(POLL_S)
+
+
 @pytest.fixture(scope="module")
 def sweep_runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> SweepRuns:
     """Submit the sweep, stop it once a trial has been saved, then resubmit it with the `ray job submit` CLI."""
     client = cluster.client()
     out = tmp_path_factory.mktemp("sweep") / "hct"
     trials = out / TRIALS_DIR
-    first = client.submit_job(entrypoint=" ".join(_sweep_command(out)), runtime_env={"working_dir": str(REPO_ROOT)})
+    first = _submit_when_agent_ready(client, " ".join(_sweep_command(out)))
     # Two engines run side by side on the two CPUs; by the third saved trial one configuration is done
     # and the other mostly, so the resumed job restarts few engines.
     _wait_for(client, first, lambda status: status in TERMINAL or len(list(trials.glob("*.json"))) >= STOP_AFTER)
