@@ -1,9 +1,11 @@
-"""What the classifying ingress costs: ingress vs the route's handle, in one run.
+"""What the classifying ingress costs: ingress vs the route's handle, and telemetry on vs off, in one run.
 
-Both paths go through real Serve handles from this driver to the same vLLM-CPU
-engine, at max_tokens 1, so the difference is the ingress hop plus admission
-(tokenising, classifying, choosing the route). Paths alternate in rounds so
-machine noise hits both alike.
+Every path goes through real Serve handles from this driver to the same vLLM-CPU
+engine, at max_tokens 1, so differences are the ingress hop plus admission
+(tokenising, classifying, choosing the route) and, between the two ingresses,
+telemetry (metrics and spans). A second app holds only an ingress with
+telemetry disabled, bound to the first app's route deployments. Paths alternate
+in rounds so machine noise hits them alike.
 
     .venv/bin/python benchmarks/router_overhead.py [--requests 200] [--concurrency 8]
 """
@@ -20,11 +22,15 @@ import numpy as np
 import yaml
 
 PROMPT = [300] * 32
+APP, BARE_APP = "oasis", "oasis-no-telemetry"
 
 
 def _serve_args() -> dict:
+    """The default app's args, without autoscaling: replica counts must stay put while paths are compared."""
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "serve_config.yaml").read_text())
-    return config["applications"][0]["args"]
+    args = config["applications"][0]["args"]
+    args.pop("autoscaling", None)
+    return args
 
 
 async def _latencies(call, n: int) -> list[float]:
@@ -49,43 +55,49 @@ async def _throughput(call, n: int, concurrency: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def _run(requests: int, concurrency: int, rounds: int) -> None:
+async def _run(model_id: str, requests: int, concurrency: int, rounds: int) -> None:
     from ray import serve
     from ray.llm._internal.serve.core.configs.openai_api_models import CompletionRequest
 
     from oasis_ray.api import GenerateRequest
 
-    args = _serve_args()
-    model_id = args["models"][0]["model_id"]
-    ingress = serve.get_app_handle("oasis")
-    route = serve.get_deployment_handle(f"route:short-output@cpu:{model_id}", app_name="oasis").options(stream=True)
+    route = serve.get_deployment_handle(f"route:short-output@cpu:{model_id}", app_name=APP).options(stream=True)
 
-    async def via_ingress() -> None:
-        await ingress.generate.remote(GenerateRequest(prompt=PROMPT, max_tokens=1))
+    def via(app: str):
+        ingress = serve.get_app_handle(app)
+
+        async def call() -> None:
+            await ingress.generate.remote(GenerateRequest(prompt=PROMPT, max_tokens=1))
+        return call
 
     async def via_route() -> None:
         async for _ in route.completions.remote(CompletionRequest(model=model_id, prompt=PROMPT, max_tokens=1)):
             pass
 
-    for call in (via_ingress, via_route):
+    paths = {"ingress+tel": via(APP), "ingress": via(BARE_APP), "route": via_route}
+    for call in paths.values():
         await _latencies(call, 20)
-    lat = {"ingress": [], "route": []}
-    rps = {"ingress": [], "route": []}
+    lat: dict[str, list[float]] = {name: [] for name in paths}
+    rps: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(rounds):
-        for name, call in (("ingress", via_ingress), ("route", via_route)):
+        for name, call in paths.items():
             lat[name] += await _latencies(call, requests // rounds)
             rps[name].append(await _throughput(call, requests // rounds, concurrency))
 
     def pct(name: str, q: float) -> float:
         return float(np.percentile(lat[name], q)) * 1000
 
-    print(f"{'path':<10}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
-    for name in ("ingress", "route"):
-        print(f"{name:<10}{pct(name, 50):>10.2f}{pct(name, 99):>10.2f}{statistics.mean(rps[name]):>10.1f}")
-    print(f"ingress adds {pct('ingress', 50) - pct('route', 50):.2f} ms at p50 "
-          f"(p50 ratio {pct('ingress', 50) / pct('route', 50):.3f}, p99 ratio {pct('ingress', 99) / pct('route', 99):.3f})")
-    ratio = statistics.mean(rps["ingress"]) / statistics.mean(rps["route"])
-    print(f"throughput ratio ingress/route {ratio:.3f} ({(1 - ratio) * 100:.1f}% cost)")
+    def ratio(a: str, b: str) -> float:
+        return statistics.mean(rps[a]) / statistics.mean(rps[b])
+
+    print(f"{'path':<13}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
+    for name in paths:
+        print(f"{name:<13}{pct(name, 50):>10.2f}{pct(name, 99):>10.2f}{statistics.mean(rps[name]):>10.1f}")
+    print(f"ingress adds {pct('ingress', 50) - pct('route', 50):.2f} ms at p50 over the route handle "
+          f"(p99 ratio {pct('ingress', 99) / pct('route', 99):.3f}); "
+          f"throughput ratio {ratio('ingress', 'route'):.3f}")
+    print(f"telemetry adds {pct('ingress+tel', 50) - pct('ingress', 50):.2f} ms at p50; "
+          f"throughput ratio on/off {ratio('ingress+tel', 'ingress'):.3f}")
 
 
 def main() -> None:
@@ -98,12 +110,22 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from deployments.app import build_app
+    from deployments.app import build_app, build_ingress, resolve_source
+    from oasis_ray.config import parse_config
 
+    config = parse_config(_serve_args())
+    bare = config.model_copy(update={"telemetry": config.telemetry.model_copy(update={"enabled": False})})
     ray.init(runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}, include_dashboard=False)
     try:
-        serve.run(build_app(_serve_args()), name="oasis", route_prefix=None)
-        asyncio.run(_run(cli.requests, cli.concurrency, cli.rounds))
+        serve.run(build_app(config), name=APP, route_prefix=None)
+        handles = {
+            route.key: {shape: serve.get_deployment_handle(route.deployment_name(shape), app_name=APP)
+                        for shape in route.shapes()}
+            for route in config.routes
+        }
+        sources = {m.model_id: resolve_source(m) for m in config.models}
+        serve.run(build_ingress(bare, sources, handles), name=BARE_APP, route_prefix=None)
+        asyncio.run(_run(config.models[0].model_id, cli.requests, cli.concurrency, cli.rounds))
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -11,6 +11,7 @@ from typing import Any
 
 from ray import serve
 from ray.serve.deployment import Application
+from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import make_fastapi_ingress
 
 from deployments.ingress import ENDPOINTS, OasisIngress, make_http_app
@@ -34,9 +35,18 @@ def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
         route.key: build_route_deployments(route, sources[route.model], config.engine_env_vars, policy_driven)
         for route in config.routes
     }
+    return build_ingress(config, sources, shape_apps)
+
+
+def build_ingress(
+    config: OasisAppConfig,
+    model_sources: dict[str, str],
+    shape_targets: dict[str, dict[str, Application | DeploymentHandle]],
+) -> Application:
+    """The classifying ingress over route deployments: built here, or handles to another app's (benchmarks)."""
     ingress_cls = make_fastapi_ingress(OasisIngress, endpoint_map=ENDPOINTS, app=make_http_app(config))
     replicas: dict[str, Any] = {"num_replicas": config.ingress_replicas}
-    if policy_driven:
+    if config.autoscaling is not None:
         # Only deployments with an autoscaling config report custom metrics to the
         # app-level policy; the ingress needs one for its request rates, and the
         # policy leaves its replica count alone.
@@ -50,4 +60,4 @@ def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
         ray_actor_options={"num_cpus": config.ingress_cpus},
         **replicas,
     )
-    return ingress.bind(config=config, model_sources=sources, shape_handles=shape_apps)
+    return ingress.bind(config=config, model_sources=model_sources, shape_handles=shape_targets)
