@@ -1,11 +1,15 @@
-"""What the classifying ingress costs: ingress vs the route's handle, and telemetry on vs off, in one run.
+"""What the classifying ingress costs, in one run: against the route's handle, against Ray Serve LLM's
+stock OpenAI ingress, and with telemetry on vs off.
 
 Every path goes through real Serve handles from this driver to the same vLLM-CPU
-engine, at max_tokens 1, so differences are the ingress hop plus admission
-(tokenising, classifying, choosing the route) and, between the two ingresses,
-telemetry (metrics and spans). A second app holds only an ingress with
-telemetry disabled, bound to the first app's route deployments. Paths alternate
-in rounds so machine noise hits them alike.
+engine, at max_tokens 1, calling the ingresses' OpenAI `completions` method:
+- route: straight to the route deployment (no ingress at all);
+- stock: Ray Serve LLM's OpenAiIngress (an ingress hop, no classification);
+- oasis: oasis's ingress with telemetry disabled (hop plus tokenising,
+  classifying and choosing the route);
+- oasis+tel: the same with telemetry (metrics and spans).
+The extra ingresses are apps of their own bound to the first app's route
+deployment. Paths alternate in rounds so machine noise hits them alike.
 
     .venv/bin/python benchmarks/router_overhead.py [--requests 200] [--concurrency 8]
 """
@@ -22,7 +26,7 @@ import numpy as np
 import yaml
 
 PROMPT = [300] * 32
-APP, BARE_APP = "oasis", "oasis-no-telemetry"
+APP, BARE_APP, STOCK_APP = "oasis", "oasis-no-telemetry", "stock-openai-ingress"
 
 
 def _serve_args() -> dict:
@@ -59,22 +63,23 @@ async def _run(model_id: str, requests: int, concurrency: int, rounds: int) -> N
     from ray import serve
     from ray.llm._internal.serve.core.configs.openai_api_models import CompletionRequest
 
-    from oasis_ray.api import GenerateRequest
-
     route = serve.get_deployment_handle(f"route:short-output@cpu:{model_id}", app_name=APP).options(stream=True)
+
+    def body() -> CompletionRequest:
+        return CompletionRequest(model=model_id, prompt=PROMPT, max_tokens=1)
 
     def via(app: str):
         ingress = serve.get_app_handle(app)
 
         async def call() -> None:
-            await ingress.generate.remote(GenerateRequest(prompt=PROMPT, max_tokens=1))
+            await ingress.completions.remote(body(), None)
         return call
 
     async def via_route() -> None:
-        async for _ in route.completions.remote(CompletionRequest(model=model_id, prompt=PROMPT, max_tokens=1)):
+        async for _ in route.completions.remote(body()):
             pass
 
-    paths = {"ingress+tel": via(APP), "ingress": via(BARE_APP), "route": via_route}
+    paths = {"route": via_route, "stock": via(STOCK_APP), "oasis": via(BARE_APP), "oasis+tel": via(APP)}
     for call in paths.values():
         await _latencies(call, 20)
     lat: dict[str, list[float]] = {name: [] for name in paths}
@@ -87,17 +92,30 @@ async def _run(model_id: str, requests: int, concurrency: int, rounds: int) -> N
     def pct(name: str, q: float) -> float:
         return float(np.percentile(lat[name], q)) * 1000
 
-    def ratio(a: str, b: str) -> float:
-        return statistics.mean(rps[a]) / statistics.mean(rps[b])
+    def compare(a: str, b: str) -> str:
+        ratio = statistics.mean(rps[a]) / statistics.mean(rps[b])
+        return (f"{a} vs {b}: +{pct(a, 50) - pct(b, 50):.2f} ms p50, p99 ratio {pct(a, 99) / pct(b, 99):.3f}, "
+                f"throughput ratio {ratio:.3f}")
 
-    print(f"{'path':<13}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
+    print(f"{'path':<11}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
     for name in paths:
-        print(f"{name:<13}{pct(name, 50):>10.2f}{pct(name, 99):>10.2f}{statistics.mean(rps[name]):>10.1f}")
-    print(f"ingress adds {pct('ingress', 50) - pct('route', 50):.2f} ms at p50 over the route handle "
-          f"(p99 ratio {pct('ingress', 99) / pct('route', 99):.3f}); "
-          f"throughput ratio {ratio('ingress', 'route'):.3f}")
-    print(f"telemetry adds {pct('ingress+tel', 50) - pct('ingress', 50):.2f} ms at p50; "
-          f"throughput ratio on/off {ratio('ingress+tel', 'ingress'):.3f}")
+        print(f"{name:<11}{pct(name, 50):>10.2f}{pct(name, 99):>10.2f}{statistics.mean(rps[name]):>10.1f}")
+    for a, b in (("oasis", "route"), ("oasis", "stock"), ("stock", "route"), ("oasis+tel", "oasis")):
+        print(compare(a, b))
+
+
+def _stock_ingress(config, handles):
+    """Ray Serve LLM's own OpenAI ingress over the short-output route: the status quo oasis is compared with."""
+    from ray import serve
+    from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
+    from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
+
+    model_id = config.models[0].model_id
+    card = ModelCard(id=model_id, object="model", owned_by="benchmark", permission=[], metadata={})
+    ingress = serve.deployment(make_fastapi_ingress(OpenAiIngress), name="StockIngress", max_ongoing_requests=1000,
+                               ray_actor_options={"num_cpus": config.ingress_cpus})
+    return ingress.bind(llm_deployments={model_id: handles[f"{model_id}/short-output"]["cpu"]},
+                        model_cards={model_id: card})
 
 
 def main() -> None:
@@ -125,6 +143,7 @@ def main() -> None:
         }
         sources = {m.model_id: resolve_source(m) for m in config.models}
         serve.run(build_ingress(bare, sources, handles), name=BARE_APP, route_prefix=None)
+        serve.run(_stock_ingress(config, handles), name=STOCK_APP, route_prefix=None)
         asyncio.run(_run(config.models[0].model_id, cli.requests, cli.concurrency, cli.rounds))
     finally:
         serve.shutdown()
