@@ -1,0 +1,161 @@
+"""How the what-if simulator and the planner scale, on this machine, in one run.
+
+Simulator: the Azure conversation trace tiled end to end (each copy starts
+where the previous ended) to 10k, 100k and 1M requests, under each OASIS
+policy and the static baseline, then 100k requests split over 10 and 100
+models (the autoscaler's decision core runs once per route per tick, so
+routes, not requests, are the cost there); printed are simulated requests
+per second of wall time. Planner: one plan per cluster size, from 8 GPUs and 1 model to
+1,000 GPUs and 100 models (4 routes each, rates drawn so the cluster is
+about 70% used), timed with and without preparing the table for the SLO.
+Targets: 1M requests in under 60 s; a 1,000-GPU plan in under 1 s.
+
+The 100 models are copies of the paper-values table's two models under new
+names (values from the paper, not measured here, and placeholders; see
+oasis_ray.paper_tables), so only the sizes are realistic, not the numbers.
+
+    .venv/bin/python benchmarks/simulator_scale.py [--trace ../shared/traces/azure_llm_2023_conv.csv]
+
+Trace: Azure LLM inference trace 2023, Azure Public Dataset, CC-BY 4.0;
+Patel et al., "Splitwise: Efficient generative LLM inference using phase
+splitting", ISCA 2024.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from oasis_ray.hct import HardwareCostTable
+from oasis_ray.inventory import DevicePool, Inventory
+from oasis_ray.paper_tables import PAPER_MODELS, paper_hct, paper_inventory
+from oasis_ray.planner import PlanRequest, RouteDemand, plan
+from oasis_ray.query_types import QueryType
+from oasis_ray.service_table import ServiceTable
+from oasis_ray.sim_policies import SimulationSettings, oasis_joint_forecast, oasis_reactive, static_policy
+from oasis_ray.sim_workload import Workload
+from oasis_ray.simulator import simulate
+from oasis_ray.traces import Trace, load_azure_trace
+
+DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "azure_llm_2023_conv.csv"
+TRACE_SIZES = (10_000, 100_000, 1_000_000)
+MODEL_COUNTS = (10, 100)
+MANY_MODEL_REQUESTS = 100_000
+CLUSTERS = ((8, 1), (64, 10), (250, 25), (1000, 100))
+SLO_S = 20.0
+TARGET_MILLION_S = 60.0
+TARGET_PLAN_S = 1.0
+TARGET_UTILISATION = 0.7
+
+
+def tiled(trace: Trace, requests: int, models: tuple[str, ...] = ("llama-3-8b",)) -> Workload:
+    """The trace repeated end to end until it holds `requests` requests (its burst shape kept)."""
+    base = trace.requests
+    gap = float(base["arrival_s"].iloc[-1]) + float(np.diff(base["arrival_s"].to_numpy()).mean())
+    copies = -(-requests // len(base))
+    frames = [base.assign(arrival_s=base["arrival_s"] + i * gap) for i in range(copies)]
+    requests_frame = pd.concat(frames, ignore_index=True).iloc[:requests]
+    return Workload.from_trace(replace(trace, requests=requests_frame), models)
+
+
+def many_models(table: HardwareCostTable, models: int) -> HardwareCostTable:
+    """`models` renamed copies of the paper table's models, rows and load points alike."""
+    names = list(PAPER_MODELS)
+    rows, points = [], []
+    for i in range(models):
+        source = names[i % len(names)]
+        copy = table.rows[table.rows["model_id"] == source].assign(model_id=f"model-{i:03d}")
+        copy = copy.assign(trial_id=f"model-{i:03d}|" + copy["trial_id"])
+        trial_points = table.load_points[table.load_points["trial_id"].isin(table.rows.loc[
+            table.rows["model_id"] == source, "trial_id"])]
+        points.append(trial_points.assign(trial_id=f"model-{i:03d}|" + trial_points["trial_id"]))
+        rows.append(copy)
+    return HardwareCostTable(rows=pd.concat(rows, ignore_index=True), load_points=pd.concat(points, ignore_index=True),
+                             metadata=table.metadata)
+
+
+def bench_simulator(trace: Trace) -> None:
+    table = ServiceTable(paper_hct(), SLO_S)
+    inventory = paper_inventory()
+    settings = SimulationSettings(slo_p95_e2e_s=SLO_S)
+    print("\nsimulator: requests simulated per second of wall time")
+    print(f"{'requests':>10}  {'trace h':>7}  {'policy':<22} {'wall s':>8}  {'req/s':>10}")
+    for size in TRACE_SIZES:
+        workload = tiled(trace, size)
+        for policy in (static_policy(workload.models), oasis_reactive(), oasis_joint_forecast()):
+            started = time.perf_counter()
+            simulate(workload, policy, table, inventory.pools[0], inventory.prices, settings)
+            wall = time.perf_counter() - started
+            flag = "" if size < 1_000_000 else ("  (target < 60 s: met)" if wall < TARGET_MILLION_S
+                                                 else "  (target < 60 s: MISSED)")
+            print(f"{size:>10,}  {workload.duration_s / 3600:7.1f}  {policy.name:<22} {wall:8.2f}  "
+                  f"{size / wall:10,.0f}{flag}")
+    print(f"\n{'models':>10}  {'routes':>7}  {'policy':<22} {'wall s':>8}  {'req/s':>10}   "
+          f"({MANY_MODEL_REQUESTS:,} requests)")
+    for models in MODEL_COUNTS:
+        many = ServiceTable(many_models(paper_hct(), models), SLO_S)
+        workload = tiled(trace, MANY_MODEL_REQUESTS, tuple(f"model-{i:03d}" for i in range(models)))
+        policy = oasis_reactive()
+        started = time.perf_counter()
+        simulate(workload, policy, many, inventory.pools[0], inventory.prices, settings)
+        wall = time.perf_counter() - started
+        print(f"{models:>10}  {len(workload.routes_present()):>7}  {policy.name:<22} {wall:8.2f}  "
+              f"{MANY_MODEL_REQUESTS / wall:10,.0f}")
+
+
+def bench_planner() -> None:
+    base = paper_hct()
+    rng = np.random.default_rng(0)
+    print("\nplanner: one plan per cluster (joint configuration choice)")
+    print(f"{'GPUs':>5}  {'models':>6}  {'routes':>6}  {'index s':>8}  {'plan s':>7}  {'GPUs used':>9}  shortfalls")
+    for gpus, models in CLUSTERS:
+        table = many_models(base, models)
+        started = time.perf_counter()
+        service = ServiceTable(table, SLO_S)
+        indexed = time.perf_counter() - started
+        pool = paper_inventory(gpus).pools[0]
+        inventory = Inventory(pools=(pool,), prices=paper_inventory().prices)
+        demands = _demands(service, pool, models, gpus, rng)
+        request = PlanRequest(slo_p95_e2e_s=SLO_S, demands=demands, inventory=inventory)
+        started = time.perf_counter()
+        result = plan(request, service)
+        planned = time.perf_counter() - started
+        used = sum(p.whole_devices + p.mig_devices for p in result.pools)
+        flag = "" if gpus < 1000 else (f"  (target < {TARGET_PLAN_S:g} s incl. index: "
+                                       f"{'met' if indexed + planned < TARGET_PLAN_S else 'MISSED'})")
+        print(f"{gpus:>5}  {models:>6}  {len(demands):>6}  {indexed:8.3f}  {planned:7.3f}  {used:>9}  "
+              f"{len(result.shortfalls)}{flag}")
+
+
+def _demands(
+    service: ServiceTable, pool: DevicePool, models: int, gpus: int, rng: np.random.Generator
+) -> tuple[RouteDemand, ...]:
+    """Random rates per route, scaled so their GPUs (need / full-GPU MSRR) add up to the target share."""
+    routes = [(f"model-{i:03d}", qt) for i in range(models) for qt in QueryType]
+    weights = rng.lognormal(0.0, 1.5, len(routes))
+    full_msrr = []
+    for model, query_type in routes:
+        found = service.route_capacity(model, query_type, pool, "joint")
+        full_msrr.append(found[0].whole_unit.msrr_rps if found else 1.0)
+    gpu_share = weights / weights.sum() * gpus * TARGET_UTILISATION
+    return tuple(
+        RouteDemand(model_id=model, query_type=query_type, rate_rps=float(share * msrr))
+        for (model, query_type), share, msrr in zip(routes, gpu_share, full_msrr)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
+    args = parser.parse_args()
+    bench_simulator(load_azure_trace(args.trace))
+    bench_planner()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Valid MIG layouts of A100 and H100 GPUs, and packing slices onto physical GPUs.
+
+A MIG slice cannot start anywhere. Each profile occupies a fixed run of the
+GPU's eight memory slices, starting only at the positions NVIDIA allows
+(`nvidia-smi mig -lgipp`, NVIDIA's MIG user guide), and the compute slices of
+the instances on one GPU may not exceed seven. So two 3g slices share an A100
+but a 4g and two 2g do not, although 4 + 2 + 2 compute slices would "fit" by
+counting alone. A plan that ignored this would promise layouts the driver
+refuses.
+
+Packing is first fit over GPUs grouped by occupancy: a GPU's state is an
+8-bit mask of used memory slices, so there are at most 256 states and placing
+a slice looks at states, not at every GPU, which keeps a 1,000-GPU plan fast.
+Fed largest slices first, this is first-fit decreasing.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Literal
+
+MEMORY_SLICES = 8
+COMPUTE_SLICES = 7
+
+MigGeometryName = Literal["A100-40GB", "A100-80GB", "H100-80GB"]
+
+
+@dataclass(frozen=True)
+class MigProfile:
+    """One GPU-instance profile: its compute share and where on the memory slices it may sit."""
+
+    name: str
+    compute_slices: int
+    memory_slices: int
+    start_slots: tuple[int, ...]
+
+    def mask_at(self, start: int) -> int:
+        return ((1 << self.memory_slices) - 1) << start
+
+
+def _profiles(small: str, small_wide: str, two: str, three: str, four: str, seven: str) -> dict[str, MigProfile]:
+    """The A100/H100 placement table; the generations differ only in memory per slice, hence in names."""
+    table = (
+        MigProfile(small, 1, 1, (0, 1, 2, 3, 4, 5, 6)),
+        MigProfile(small_wide, 1, 2, (0, 2, 4, 6)),
+        MigProfile(two, 2, 2, (0, 2, 4)),
+        MigProfile(three, 3, 4, (0, 4)),
+        MigProfile(four, 4, 4, (0,)),
+        MigProfile(seven, 7, 8, (0,)),
+    )
+    return {profile.name: profile for profile in table}
+
+
+MIG_GEOMETRIES: dict[str, dict[str, MigProfile]] = {
+    "A100-40GB": _profiles("1g.5gb", "1g.10gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"),
+    "A100-80GB": _profiles("1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"),
+    "H100-80GB": _profiles("1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"),
+}
+
+
+def mig_profile(geometry: str, name: str) -> MigProfile:
+    profiles = MIG_GEOMETRIES[geometry]
+    if name not in profiles:
+        raise ValueError(f"mig_profile: '{name}' is not a MIG profile of {geometry} (known: {sorted(profiles)})")
+    return profiles[name]
+
+
+@dataclass(frozen=True)
+class SlicePlacement:
+    gpu_index: int
+    profile: str
+    start_slot: int
+    owner: str
+
+
+@dataclass
+class GpuPacker:
+    """Hands out whole GPUs and MIG slices of one pool of `count` identical GPUs, never the same slot twice.
+
+    Whole GPUs are taken from GPUs nothing is placed on yet (a GPU serving a
+    full-GPU replica runs with MIG off). `geometry` None means the GPUs cannot
+    be partitioned, so every slice request is refused. Partly used GPUs are
+    grouped by (memory mask, compute slices used): GPUs in one group accept
+    exactly the same slices, so a placement tests each group once.
+    """
+
+    count: int
+    geometry: str | None
+    _next_empty: int = 0
+    _partial: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    _mig_gpus: int = 0
+    placements: list[SlicePlacement] = field(default_factory=list)
+    whole: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def free_whole(self) -> int:
+        return self.count - self._next_empty
+
+    @property
+    def mig_gpus(self) -> int:
+        return self._mig_gpus
+
+    def take_whole(self, owner: str) -> int | None:
+        if self.free_whole <= 0:
+            return None
+        index = self._next_empty
+        self._next_empty += 1
+        self.whole[index] = owner
+        return index
+
+    def place_slice(self, profile_name: str, owner: str) -> SlicePlacement | None:
+        """First fit: the lowest-numbered GPU with a free allowed start slot, else a fresh GPU, else None."""
+        if self.geometry is None:
+            return None
+        profile = mig_profile(self.geometry, profile_name)
+        best: tuple[int, tuple[int, int], int] | None = None
+        for state, indices in self._partial.items():
+            mask, compute = state
+            start = _free_start(profile, mask)
+            if start is not None and compute + profile.compute_slices <= COMPUTE_SLICES:
+                if best is None or indices[0] < best[0]:
+                    best = (indices[0], state, start)
+        if best is not None:
+            index, state, start = best
+            self._partial[state].pop(0)
+            if not self._partial[state]:
+                del self._partial[state]
+            return self._occupy(index, state, profile, start, owner)
+        if self.free_whole <= 0:
+            return None
+        index = self._next_empty
+        self._next_empty += 1
+        self._mig_gpus += 1
+        return self._occupy(index, (0, 0), profile, profile.start_slots[0], owner)
+
+    def _occupy(
+        self, index: int, state: tuple[int, int], profile: MigProfile, start: int, owner: str
+    ) -> SlicePlacement:
+        mask = state[0] | profile.mask_at(start)
+        compute = state[1] + profile.compute_slices
+        if mask != (1 << MEMORY_SLICES) - 1 and compute < COMPUTE_SLICES:
+            bisect.insort(self._partial.setdefault((mask, compute), []), index)
+        placement = SlicePlacement(gpu_index=index, profile=profile.name, start_slot=start, owner=owner)
+        self.placements.append(placement)
+        return placement
+
+
+def _free_start(profile: MigProfile, mask: int) -> int | None:
+    for start in profile.start_slots:
+        if not mask & profile.mask_at(start):
+            return start
+    return None
+
+
+def placement_problems(geometry: str, placements: list[SlicePlacement]) -> list[str]:
+    """Why a set of placements would be refused by the driver; empty when every GPU's layout is valid.
+
+    Independent of the packer, so tests and callers can check any layout.
+    """
+    problems: list[str] = []
+    by_gpu: dict[int, list[SlicePlacement]] = {}
+    for placement in placements:
+        by_gpu.setdefault(placement.gpu_index, []).append(placement)
+    for index, on_gpu in sorted(by_gpu.items()):
+        used = 0
+        compute = 0
+        for placement in on_gpu:
+            profile = mig_profile(geometry, placement.profile)
+            if placement.start_slot not in profile.start_slots:
+                problems.append(
+                    f"gpu {index}: {profile.name} may start at {list(profile.start_slots)}, not {placement.start_slot}"
+                )
+                continue
+            mask = profile.mask_at(placement.start_slot)
+            if used & mask:
+                problems.append(f"gpu {index}: {profile.name} at slot {placement.start_slot} overlaps another slice")
+            used |= mask
+            compute += profile.compute_slices
+        if compute > COMPUTE_SLICES:
+            problems.append(f"gpu {index}: {compute} compute slices used, at most {COMPUTE_SLICES}")
+    return problems

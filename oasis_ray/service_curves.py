@@ -1,0 +1,140 @@
+"""One replica's latency and power against its request rate, read off the HCT's load points.
+
+The profiler measures closed-loop load points (concurrency c -> throughput,
+latency percentiles, power). Reordered by throughput they say what latency
+and power a replica shows when requests arrive at a given rate, up to the
+highest throughput measured (`max_rps`, saturation as far as the sweep
+went). The planner reads power at a planned rate off this curve and the
+simulator reads latency and power at every interval's rate.
+
+Conventions:
+
+- Load points past saturation (throughput no higher than an earlier point's)
+  add latency but no rate; the curve keeps the rising envelope only, and the
+  simulator models waiting beyond `max_rps` as a queue.
+- At rate 0 the latency is that of the lowest measured concurrency (an idle
+  engine serves one request as fast as it ever does) and the power is idle.
+- Power is what the replica is charged: a whole device's reading as is; a MIG
+  slice gets its share of the GPU's idle power plus the dynamic part of the
+  reading (the HCT's MIG power is the parent GPU's draw with only that slice
+  busy). Unknown power (no meter, or no idle figure) stays NaN so it is
+  reported as unknown, never as 0 W.
+- A row without load points is one point at its MSRR, with the row's
+  latencies at every rate: pessimistic below the MSRR, never optimistic.
+- Requests longer or shorter than the profiled ones cost in proportion:
+  the prefill part (the unloaded TTFT's share of the unloaded latency) with
+  the input length, the rest with the output length. Linear, so attention's
+  quadratic growth on long prompts is not modelled.
+
+Curves are resampled onto a fixed grid of utilisation (rate / max_rps) so the
+simulator can evaluate thousands of them for a million requests with one
+vectorised gather.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+GRID_POINTS = 65
+UTILISATION_GRID = np.linspace(0.0, 1.0, GRID_POINTS)
+
+
+@dataclass(frozen=True)
+class LoadPoints:
+    """A trial's measured load points in the order of concurrency; power NaN where not measured."""
+
+    concurrency: np.ndarray
+    requests_per_s: np.ndarray
+    ttft_p50_s: np.ndarray
+    e2e_p50_s: np.ndarray
+    e2e_p95_s: np.ndarray
+    e2e_p99_s: np.ndarray
+    power_w: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class ServiceCurve:
+    """Quantiles and power on UTILISATION_GRID; the i-th entry holds at rate UTILISATION_GRID[i] * max_rps."""
+
+    msrr_rps: float
+    max_rps: float
+    p50_s: np.ndarray
+    p95_s: np.ndarray
+    p99_s: np.ndarray
+    power_w: np.ndarray
+    input_tokens: int
+    output_tokens: int
+    prefill_share: float
+
+    def length_factor(self, input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+        """A request's cost relative to the profiled one: prefill scales with input, decode with output.
+
+        The split is the unloaded TTFT's share of the unloaded latency. Without
+        a TTFT (NaN) every request costs what the profiled one did.
+        """
+        if not math.isfinite(self.prefill_share):
+            return np.ones(len(input_tokens))
+        return (self.prefill_share * input_tokens / self.input_tokens
+                + (1 - self.prefill_share) * output_tokens / self.output_tokens)
+
+    def power_at(self, rate_rps: float) -> float:
+        """Charged power at a rate; past `max_rps` the replica is saturated and draws its saturated power."""
+        return float(np.interp(min(rate_rps / self.max_rps, 1.0), UTILISATION_GRID, self.power_w))
+
+    def p95_at(self, rate_rps: float) -> float:
+        """P95 latency of a profiled-length request at a rate; past `max_rps` a queue grows without bound."""
+        if rate_rps > self.max_rps:
+            return math.inf
+        return float(np.interp(min(rate_rps / self.max_rps, 1.0), UTILISATION_GRID, self.p95_s))
+
+
+def service_curve(
+    points: LoadPoints,
+    *,
+    msrr_rps: float,
+    idle_power_w: float | None,
+    gpu_fraction: float,
+    input_tokens: int,
+    output_tokens: int,
+) -> ServiceCurve:
+    """The curve of one replica at the profiled lengths; `idle_power_w` is the whole device's (None: unknown)."""
+    rising = _rising_envelope(points)
+    rates = np.concatenate(([0.0], points.requests_per_s[rising]))
+    max_rps = float(rates[-1])
+    if max_rps <= 0:
+        raise ValueError("requests_per_s: a service curve needs a load point with a positive throughput")
+    idle = math.nan if idle_power_w is None else idle_power_w
+    charged = points.power_w[rising] - idle * (1.0 - gpu_fraction)
+    power = np.concatenate(([idle * gpu_fraction], charged))
+    grid_rates = UTILISATION_GRID * max_rps
+
+    def resample(values: np.ndarray) -> np.ndarray:
+        return np.interp(grid_rates, rates, np.concatenate(([values[rising][0]], values[rising])))
+
+    return ServiceCurve(
+        msrr_rps=msrr_rps,
+        max_rps=max_rps,
+        p50_s=resample(points.e2e_p50_s),
+        p95_s=resample(points.e2e_p95_s),
+        p99_s=resample(points.e2e_p99_s),
+        power_w=np.interp(grid_rates, rates, power),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        prefill_share=float(np.clip(points.ttft_p50_s[rising][0] / points.e2e_p50_s[rising][0], 0.0, 1.0)),
+    )
+
+
+def _rising_envelope(points: LoadPoints) -> np.ndarray:
+    """Indices, in concurrency order, of points whose throughput beats every earlier one's."""
+    order = np.argsort(points.concurrency, kind="stable")
+    kept: list[int] = []
+    best = 0.0
+    for index in order:
+        rate = float(points.requests_per_s[index])
+        if rate > best:
+            kept.append(int(index))
+            best = rate
+    return np.asarray(kept, dtype=np.int64)

@@ -1,0 +1,150 @@
+"""Live replay: the shaping of trace requests, the report, and the simulator checked against the running app.
+
+The live check profiles the shared app's short-output route through its own
+HTTP endpoint (the sweep's search and table code, over HTTP), replays a real
+Azure trace window at a rate that profile says the app can carry, simulates
+the same requests from that profile, and prints the simulated-vs-measured
+P95 gap. The gap is printed, not asserted: this is a 2-core machine shared
+with other test runs, and timing here is not reproducible enough to gate on.
+
+Trace: Azure LLM inference trace 2023, Azure Public Dataset, CC-BY 4.0;
+Patel et al., "Splitwise: Efficient generative LLM inference using phase
+splitting", ISCA 2024.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oasis_ray.endpoint_profile import profile_endpoint
+from oasis_ray.inventory import DevicePool, Prices
+from oasis_ray.query_types import QueryType, classify
+from oasis_ray.replay import EndpointSettings, run_replay
+from oasis_ray.replay_plan import ReplayRecord, ReplayRequest, compare, replay_requests, replayed_workload, report
+from oasis_ray.service_table import ServiceTable
+from oasis_ray.sim_policies import FixedGroup, FixedPolicy, SimulationSettings
+from oasis_ray.simulator import simulate
+from oasis_ray.sweep_spec import SweepSpec, parse_spec
+from oasis_ray.traces import Trace, TraceSource, load_azure_trace
+from tests.conftest import API_KEY, MODEL_ID, app_config
+
+TRACES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
+WINDOW_REQUESTS = 60
+OUTPUT_CAP = 32
+PROFILE_SLO_S = 10.0
+# Replay at this share of the slowest profiled type's MSRR: busy, but inside what the profile says holds.
+TARGET_LOAD = 0.5
+
+
+def _trace(rows: list[tuple[float, int, int]]) -> Trace:
+    frame = pd.DataFrame(rows, columns=["arrival_s", "input_tokens", "output_tokens"])
+    source = TraceSource(path=Path("synthetic.csv"), format="synthetic", first_timestamp="0")
+    return Trace(name="synthetic", requests=frame, dropped_zero_token_rows=0, source=source)
+
+
+def test_requests_are_capped_to_the_output_budget_then_the_context() -> None:
+    trace = _trace([(0.0, 5000, 900), (1.5, 10, 3), (2.0, 2040, 40)])
+    requests = replay_requests(trace, max_model_len=2048, max_output_tokens=64)
+    assert [(r.send_at_s, r.input_tokens, r.max_tokens) for r in requests] == [
+        (0.0, 1984, 64), (1.5, 10, 3), (2.0, 2008, 40)
+    ]
+    workload = replayed_workload("w", requests, MODEL_ID)
+    assert workload.type_code.tolist() == [2, 0, 2]
+
+
+def test_a_too_large_output_budget_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="max_output_tokens: need 1 <= 2048 < max_model_len 2048"):
+        replay_requests(_trace([(0.0, 1, 1)]), max_model_len=2048, max_output_tokens=2048)
+
+
+def test_the_report_keeps_failures_out_of_the_latencies() -> None:
+    def record(index: int, latency: float, status: int) -> ReplayRecord:
+        return ReplayRecord(index=index, scheduled_s=float(index), sent_s=float(index) + 0.01, latency_s=latency,
+                            status_code=status, query_type="SISO" if status == 200 else None, route=None,
+                            output_tokens=None, error=None if status == 200 else "busy")
+
+    summary = report([record(0, 1.0, 200), record(1, 3.0, 200), record(2, 99.0, 503), record(3, 2.0, 200)])
+    assert (summary.sent, summary.succeeded) == (4, 3)
+    assert (summary.p50_s, summary.p95_s) == (2.0, 3.0)
+    assert summary.query_types == {"SISO": 3}
+    assert summary.throughput_rps == pytest.approx(3 / (3.01 + 2.0 - 0.01))
+    assert summary.max_send_lateness_s == pytest.approx(0.01)
+
+
+def test_the_simulator_against_the_live_app_on_a_real_trace_window(oasis_app: str) -> None:
+    conv = TRACES_DIR / "azure_llm_2023_conv.csv"
+    if not conv.is_file():
+        pytest.skip(f"real Azure trace not found at {conv} (expected ../shared/traces beside the repo)")
+    trace = load_azure_trace(conv)
+    arrivals = trace.requests["arrival_s"].to_numpy()
+    window = trace.window(0.0, float(arrivals[WINDOW_REQUESTS]))
+    context = app_config()["routes"][0]["engine"]["max_model_len"]
+    shaped = replay_requests(window, max_model_len=context, max_output_tokens=OUTPUT_CAP)
+    endpoint = EndpointSettings(base_url=oasis_app, api_key=API_KEY, model=MODEL_ID)
+
+    table = profile_endpoint(_profile_spec(shaped), endpoint, run_id="replay-check")
+    service = ServiceTable(table, PROFILE_SLO_S)
+    slowest_msrr = float(table.rows["msrr_req_s"].min())
+    rate_factor = TARGET_LOAD * slowest_msrr / (len(window) / window.requests["arrival_s"].iloc[-1])
+    replayed = window.scaled(rate_factor)
+    requests = replay_requests(replayed, max_model_len=context, max_output_tokens=OUTPUT_CAP)
+
+    measured = run_replay(requests, endpoint)
+    workload = replayed_workload(replayed.name, requests, MODEL_ID)
+    settings = SimulationSettings(slo_p95_e2e_s=PROFILE_SLO_S, bin_s=0.1, load_window_s=2.0, drain_s=120.0)
+    cpu = DevicePool(name="cpu", kind="cpu", count=2, usd_per_hour=0.0)
+    simulated = simulate(workload, _app_layout(), service, cpu, Prices(usd_per_kwh=0, gco2_per_kwh=0), settings)
+    gap = compare(measured, simulated)
+    print(
+        f"\nreplay of {len(requests)} conv-trace requests at x{rate_factor:.3g} speed: "
+        f"P95 measured {gap.measured_p95_s:.3f} s, simulated {gap.simulated_p95_s:.3f} s (gap {gap.p95_gap:+.1%}); "
+        f"throughput measured {gap.measured_throughput_rps:.2f} req/s, simulated "
+        f"{gap.simulated_throughput_rps:.2f} req/s (gap {gap.throughput_gap:+.1%}); "
+        f"worst send lateness {measured.max_send_lateness_s:.3f} s; profile MSRRs "
+        f"{dict(zip(table.rows['query_type'], table.rows['msrr_req_s'].round(2)))}"
+    )
+    assert [r.status_code for r in measured.records] == [200] * WINDOW_REQUESTS
+    assert all(r.output_tokens == q.max_tokens for r, q in zip(measured.records, requests))
+    simulated_types = {QueryType(t).value: n for t, n in zip(*np.unique(
+        [classify(q.input_tokens, q.max_tokens).value for q in requests], return_counts=True))}
+    assert measured.query_types == simulated_types
+    assert math.isfinite(gap.measured_p95_s) and math.isfinite(gap.simulated_p95_s)
+    assert simulated.result.unserved == 0
+
+
+def _profile_spec(requests: list[ReplayRequest]) -> SweepSpec:
+    """One trial per query type in the window, at that type's median (capped) lengths, on the app's engine."""
+    by_type: dict[QueryType, list[ReplayRequest]] = {}
+    for request in requests:
+        by_type.setdefault(classify(request.input_tokens, request.max_tokens), []).append(request)
+    engine = app_config()["routes"][0]["engine"]
+    return parse_spec({
+        "name": "replay-check",
+        "models": [{"model_id": MODEL_ID, "source": "embedded"}],
+        "hardware": [{"kind": "cpu", "num_cpus": 0.5}],
+        "max_num_seqs": [engine["max_num_seqs"]],
+        "query_types": [
+            {"type": query_type.value,
+             "input_tokens": int(np.median([r.input_tokens for r in of_type])),
+             "output_tokens": int(np.median([r.max_tokens for r in of_type]))}
+            for query_type, of_type in sorted(by_type.items())
+        ],
+        "slo": {"p95_e2e_s": PROFILE_SLO_S},
+        "engine": {"max_model_len": engine["max_model_len"], "dtype": engine["dtype"]},
+        "load": {"warmup_rounds": 1, "measured_rounds": 2, "min_measured_requests": 8},
+        "search": {"max_concurrency": 2 * engine["max_num_seqs"]},
+    })
+
+
+def _app_layout() -> FixedPolicy:
+    """The shared app's routes as the simulator's fixed groups: same query types, one replica each."""
+    routes = app_config()["routes"]
+    return FixedPolicy(name="app", groups=tuple(
+        FixedGroup(model_id=route["model"], query_types=tuple(QueryType(t) for t in route["query_types"]))
+        for route in routes
+    ))

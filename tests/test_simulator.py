@@ -1,0 +1,236 @@
+"""The what-if simulator: energy accounting by hand, the live decision core in the loop, queue arithmetic,
+and the policy comparison on both real Azure traces with the paper-values table.
+
+The synthetic table's figures are chosen so every expected number can be
+worked out on paper; the Azure runs print their table for the record (run
+with -s to see it) and check only what must hold whatever the numbers are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from oasis_ray.capacity_cli import main as capacity_cli
+from oasis_ray.hct import HCT_SCHEMA_VERSION, HardwareCostTable, HctMetadata, HctRow, LoadPointRow
+from oasis_ray.inventory import DevicePool, Prices
+from oasis_ray.query_types import QueryType
+from oasis_ray.scaling_config import ScalingConfig
+from oasis_ray.service_table import ServiceTable
+from oasis_ray.sim_policies import FixedGroup, FixedPolicy, OasisPolicy, SimulationSettings
+from oasis_ray.sim_queue import backlog, latency_from_quantiles, queue_waits, window_p95_attainment
+from oasis_ray.sim_workload import QUERY_TYPES, Workload
+from oasis_ray.simulator import simulate
+from oasis_ray.sweep_spec import LoadSettings, SearchSettings, SloSpec
+from oasis_ray.traces import load_azure_trace, query_mix
+from tests.hct_factory import hct_row
+
+TRACES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
+MODEL = "m"
+SLO_S = 5.0
+IDLE_W = 100.0
+USD_PER_GPU_HOUR = 2.0
+PRICES = Prices(usd_per_kwh=0.25, gco2_per_kwh=400.0)
+POOL = DevicePool(name="gpu", count=8, mig_geometry="A100-80GB", usd_per_hour=USD_PER_GPU_HOUR,
+                  idle_power_w=IDLE_W)
+LATENCY_S = 0.25
+
+
+def _trial(shape: str, points: list[tuple[int, float, float]]) -> tuple[HctRow, list[LoadPointRow]]:
+    """A SISO trial whose load points are (concurrency, req/s, power W), all at LATENCY_S."""
+    kind = "gpu" if shape == "full-gpu" else "mig"
+    best_rate, best_power = points[-1][1], points[-1][2]
+    row = hct_row(model_id=MODEL, hardware_kind=kind, query_type="SISO", msrr_req_s=best_rate,
+                  mig_profile=None if kind == "gpu" else shape, slo_p95_e2e_s=SLO_S, e2e_p50_s=LATENCY_S,
+                  e2e_p95_s=LATENCY_S, e2e_p99_s=LATENCY_S, power_available=True, power_note=None,
+                  mean_power_w=best_power, energy_per_token_j=best_power / best_rate / 10)
+    load_points = [
+        LoadPointRow(
+            trial_id=row.trial_id, order=order, meets_slo=True, concurrency=c, warmup_requests=c,
+            measured_requests=30, window_s=30 / rate, e2e_p50_s=LATENCY_S, e2e_p95_s=LATENCY_S, e2e_p99_s=LATENCY_S,
+            ttft_p50_s=0.1, ttft_p95_s=0.1, ttft_p99_s=0.1, tpot_p50_s=0.01, tpot_p95_s=0.01, tpot_p99_s=0.01,
+            requests_per_s=rate, output_tokens_per_s=rate * 10, power_available=True, mean_power_w=power,
+            energy_j=power * 30 / rate, energy_per_token_j=power / rate / 10, sm_clock_mhz=math.nan,
+        )
+        for order, (c, rate, power) in enumerate(points)
+    ]
+    return row, load_points
+
+
+@pytest.fixture(scope="module")
+def table() -> ServiceTable:
+    """Full GPU: 100 W idle, +100 W per req/s up to 2 req/s. 1g slice: 0.5 req/s, the GPU reading 120 W there."""
+    full_row, full_points = _trial("full-gpu", [(1, 1.0, 200.0), (2, 2.0, 300.0)])
+    slice_row, slice_points = _trial("1g.10gb", [(1, 0.5, 120.0)])
+    metadata = HctMetadata(
+        schema_version=HCT_SCHEMA_VERSION, spec_name="synthetic", spec_hash="0", created_at="-", sweep_mode="grid",
+        slo=SloSpec(p95_e2e_s=SLO_S), load=LoadSettings(), search=SearchSettings(), trials=2, failed_trials=0,
+        device_names=[], driver_versions=[], vllm_version="-", ray_version="-", oasis_ray_version="-",
+        python_version="-",
+    )
+    hct = HardwareCostTable.from_models([full_row, slice_row], full_points + slice_points, metadata)
+    return ServiceTable(hct, SLO_S)
+
+
+def _steady(rate_rps: float, seconds: float, offset_s: float = 0.5) -> np.ndarray:
+    return np.arange(offset_s, seconds, 1 / rate_rps)
+
+
+def _workload(arrivals: np.ndarray) -> Workload:
+    count = len(arrivals)
+    return Workload.from_tokens("synthetic", arrivals, np.full(count, 100), np.full(count, 10), (MODEL,))
+
+
+def _settings(**overrides: object) -> SimulationSettings:
+    return SimulationSettings.model_validate(
+        {"slo_p95_e2e_s": SLO_S, "bin_s": 1.0, "load_window_s": 1.0, "drain_s": 10.0, **overrides}
+    )
+
+
+def _oasis(**scaling: object) -> OasisPolicy:
+    return OasisPolicy(name="oasis", config_choice="joint", scaling=ScalingConfig.model_validate(scaling))
+
+
+def test_a_static_gpu_at_half_load_is_charged_its_curve_power_for_the_trace(table: ServiceTable) -> None:
+    """One request per second on a 2 req/s GPU: 200 W for the 100 s from first arrival to last answer."""
+    static = FixedPolicy(name="static", groups=(FixedGroup(model_id=MODEL, query_types=(QueryType.SISO,)),))
+    run = simulate(_workload(_steady(1.0, 100.0)), static, table, POOL, PRICES, _settings())
+    result = run.result
+    assert result.charged_s == 100.0
+    assert result.energy_wh == pytest.approx(200.0 * 100 / 3600)
+    assert result.mean_power_w == pytest.approx(200.0)
+    assert result.gpu_hours == pytest.approx(100 / 3600)
+    assert result.device_cost_usd == pytest.approx(100 / 3600 * USD_PER_GPU_HOUR)
+    assert result.energy_cost_usd == pytest.approx(200.0 * 100 / 3600 / 1000 * 0.25)
+    assert result.co2_g == pytest.approx(200.0 * 100 / 3600 / 1000 * 400.0)
+    assert (result.p50_s, result.p95_s, result.p99_s) == (LATENCY_S, LATENCY_S, LATENCY_S)
+    assert (result.slo_attainment, result.within_slo_share, result.unserved) == (1.0, 1.0, 0)
+    assert result.throughput_rps == pytest.approx(100 / (99.75 - 0.5))
+    assert np.allclose(run.power_w, 200.0)
+
+
+@pytest.mark.parametrize(("scale_by_length", "latency_s", "median_power_w"), [(True, 0.5, 200.0), (False, 0.25, 150.0)])
+def test_a_request_twice_the_profiled_length_costs_twice_unless_told_otherwise(
+    table: ServiceTable, scale_by_length: bool, latency_s: float, median_power_w: float
+) -> None:
+    """Profiled at 100 in / 10 out with TTFT 0.1 of 0.25 s: 200 / 20 tokens cost 0.4 x 2 + 0.6 x 2 = 2x."""
+    arrivals = _steady(0.5, 100.0)
+    workload = Workload.from_tokens("long", arrivals, np.full(len(arrivals), 200), np.full(len(arrivals), 20),
+                                    (MODEL,))
+    static = FixedPolicy(name="static", groups=(FixedGroup(model_id=MODEL, query_types=(QueryType.SISO,)),))
+    run = simulate(workload, static, table, POOL, PRICES, _settings(load_window_s=2.0,
+                                                                    scale_by_length=scale_by_length))
+    assert np.allclose(run.latency_s, latency_s)
+    assert np.median(run.power_w) == pytest.approx(median_power_w)
+
+
+def test_the_decision_core_puts_a_light_load_on_the_slice_charged_its_idle_share(table: ServiceTable) -> None:
+    """0.1 req/s needs 0.11 of a 0.5 req/s slice: 1/7 of the GPU, 100/7 W idle plus the slice's dynamic power."""
+    run = simulate(_workload(_steady(0.1, 600.0)), _oasis(), table, POOL, PRICES, _settings(load_window_s=10.0))
+    result = run.result
+    assert result.replica_changes == 0
+    assert np.allclose(run.gpu_equivalents, 1 / 7)
+    slice_idle_w = IDLE_W / 7
+    slice_busy_w = 120.0 - IDLE_W * 6 / 7
+    assert np.all((run.power_w >= slice_idle_w - 1e-9) & (run.power_w <= slice_busy_w + 1e-9))
+    # At 0.1 req/s of the slice's 0.5 the power is a fifth of the way from idle to busy.
+    assert np.median(run.power_w) == pytest.approx(slice_idle_w + (slice_busy_w - slice_idle_w) * 0.2)
+
+
+def test_a_step_up_moves_the_route_to_whole_gpus_after_start_up(table: ServiceTable) -> None:
+    arrivals = np.concatenate((_steady(0.1, 600.0), _steady(3.0, 1200.0, offset_s=600.2)))
+    settings = _settings(load_window_s=10.0, startup_s=60.0, drain_s=600.0)
+    run = simulate(_workload(arrivals), _oasis(), table, POOL, PRICES, settings)
+    result = run.result
+    # ceil(3 x 1.1 / 2) = 2 full GPUs; the slice is retired once they run (make before break).
+    assert run.gpu_equivalents[1100] == 2.0
+    assert result.peak_gpu_equivalents >= 2.0
+    assert result.replica_changes >= 3
+    assert result.unserved == 0
+    # Requests that met only the slice during the start-up waited in its queue.
+    assert result.p99_s > 5 * LATENCY_S
+
+
+def test_static_and_oasis_refuse_a_table_prepared_for_another_slo(table: ServiceTable) -> None:
+    static = FixedPolicy(name="static", groups=(FixedGroup(model_id=MODEL, query_types=(QueryType.SISO,)),))
+    with pytest.raises(ValueError, match="slo_p95_e2e_s: the table was prepared for 5 s"):
+        simulate(_workload(_steady(1.0, 10.0)), static, table, POOL, PRICES, _settings(slo_p95_e2e_s=9.0))
+
+
+# --- queue and latency arithmetic ---------------------------------------------------------------
+
+
+def test_the_closed_form_backlog_is_lindleys_recursion() -> None:
+    rng = np.random.default_rng(1)
+    arrived, capacity = rng.exponential(1.0, 500), rng.exponential(1.0, 500)
+    expected, waiting = [], 0.0
+    for a, c in zip(arrived, capacity):
+        waiting = max(0.0, waiting + a - c)
+        expected.append(waiting)
+    assert np.allclose(backlog(arrived, capacity), expected)
+
+
+def test_a_request_meeting_no_replica_waits_for_the_first_capacity() -> None:
+    capacity = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1], dtype=float)
+    arrived = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 0], dtype=float)
+    waits, waiting = queue_waits(np.array([0.0]), np.array([0]), arrived, capacity, bin_s=1.0)
+    assert waits[0] == pytest.approx(5.0)
+    assert waiting.tolist() == [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
+    never, _ = queue_waits(np.array([0.0]), np.array([0]), arrived, np.zeros(10), bin_s=1.0)
+    assert never[0] == math.inf
+
+
+def test_latency_draws_hit_the_measured_percentiles() -> None:
+    u = np.array([0.5, 0.95, 0.99])
+    p50, p95, p99 = np.full(3, 1.0), np.full(3, 2.0), np.full(3, 3.0)
+    assert latency_from_quantiles(u, p50, p95, p99).tolist() == [1.0, 2.0, 3.0]
+
+
+def test_slo_attainment_counts_windows_by_their_p95() -> None:
+    arrivals = np.array([1.0, 2.0, 3.0, 61.0, 62.0])
+    latencies = np.array([1.0, 1.0, 1.0, 1.0, 9.0])
+    assert window_p95_attainment(arrivals, latencies, window_s=60.0, slo_s=5.0) == 0.5
+
+
+# --- real traces, paper-values table -------------------------------------------------------------
+
+
+def _azure(name: str) -> Path:
+    path = TRACES_DIR / f"azure_llm_2023_{name}.csv"
+    if not path.is_file():
+        pytest.skip(f"real Azure trace not found at {path} (expected ../shared/traces beside the repo)")
+    return path
+
+
+def test_workload_query_types_match_the_trace_summary() -> None:
+    trace = load_azure_trace(_azure("code"))
+    workload = Workload.from_trace(trace, ("a", "b"))
+    shares = np.bincount(workload.type_code, minlength=4) / len(workload)
+    expected = query_mix(trace.requests["input_tokens"].to_numpy(), trace.requests["output_tokens"].to_numpy())
+    assert {qt: share for qt, share in zip(QUERY_TYPES, shares)} == pytest.approx(expected)
+    assert np.bincount(workload.model_index).tolist() == [4410, 4409]
+
+
+@pytest.mark.parametrize("name", ["code", "conv"])
+def test_simulate_compares_the_policies_on_a_real_azure_trace(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exit_code = capacity_cli(["simulate", "--trace", str(_azure(name)), "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    with capsys.disabled():
+        print(f"\n{printed}")
+    assert exit_code == 0
+    results = {r["policy"]: r for r in json.loads((tmp_path / "simulation.json").read_text())}
+    assert list(results) == ["static", "static-peak", "oasis", "oasis-joint-forecast"]
+    for policy, result in results.items():
+        assert result["requests"] == len(load_azure_trace(_azure(name)))
+        assert result["energy_wh"] > 0 and 0 <= result["slo_attainment"] <= 1
+        assert f"{policy} " in printed
+    assert results["static"]["peak_gpu_equivalents"] == 1.0
+    assert results["oasis"]["replica_changes"] > 0
+    assert "Azure LLM inference trace 2023" in printed and "CC-BY 4.0" in printed
+    assert (tmp_path / "power.png").stat().st_size > 0
