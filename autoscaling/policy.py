@@ -28,12 +28,12 @@ from typing import Any
 from ray.serve._private.common import DeploymentID
 from ray.serve.config import AutoscalingContext
 
-from oasis_ray.capacity import scaling_config_for
-from oasis_ray.capacity_source import CapacitySource
+from oasis_ray.scaling.capacity import scaling_config_for
+from oasis_ray.scaling.capacity_source import CapacitySource
 from oasis_ray.config import INGRESS_DEPLOYMENT, parse_config
 from oasis_ray.request_rates import RATE_METRIC_PREFIX
-from oasis_ray.scaling_core import TickInput, decide
-from oasis_ray.scaling_state import ScalingState
+from oasis_ray.scaling.core import TickInput, decide
+from oasis_ray.scaling.state import ScalingState
 
 logger = logging.getLogger("ray.serve")
 

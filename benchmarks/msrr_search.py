@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from oasis_ray.hct import HctRow
-from oasis_ray.sweep_plan import expand_trials
-from oasis_ray.sweep_spec import SweepSpec, parse_spec
+from oasis_ray.profiling.hct import HctRow
+from oasis_ray.profiling.sweep_plan import expand_trials
+from oasis_ray.profiling.sweep_spec import SweepSpec, parse_spec
 from profiling_jobs.trial_runner import TrialRunner
 
 TARGET_POINT_RATIO = 4.0

@@ -12,7 +12,7 @@ Targets: 1M requests in under 60 s; a 1,000-GPU plan in under 1 s.
 
 The 100 models are copies of the paper-values table's two models under new
 names (values from the paper, not measured here, and placeholders; see
-oasis_ray.paper_tables), so only the sizes are realistic, not the numbers.
+oasis_ray.planning.paper_tables), so only the sizes are realistic, not the numbers.
 
     .venv/bin/python benchmarks/simulator_scale.py [--trace ../shared/traces/azure_llm_2023_conv.csv]
 
@@ -31,16 +31,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from oasis_ray.hct import HardwareCostTable
-from oasis_ray.inventory import DevicePool, Inventory
-from oasis_ray.paper_tables import PAPER_MODELS, paper_hct, paper_inventory
-from oasis_ray.planner import PlanRequest, RouteDemand, plan
+from oasis_ray.profiling.hct import HardwareCostTable
+from oasis_ray.planning.inventory import DevicePool, Inventory
+from oasis_ray.planning.paper_tables import PAPER_MODELS, paper_hct, paper_inventory
+from oasis_ray.planning.planner import PlanRequest, RouteDemand, plan
 from oasis_ray.query_types import QueryType
-from oasis_ray.service_table import ServiceTable
-from oasis_ray.sim_policies import SimulationSettings, oasis_joint_forecast, oasis_reactive, static_policy
-from oasis_ray.sim_workload import Workload
-from oasis_ray.simulator import simulate
-from oasis_ray.traces import Trace, load_azure_trace
+from oasis_ray.planning.service_table import ServiceTable
+from oasis_ray.planning.sim_policies import SimulationSettings, oasis_joint_forecast, oasis_reactive, static_policy
+from oasis_ray.planning.sim_workload import Workload
+from oasis_ray.planning.simulator import simulate
+from oasis_ray.planning.traces import Trace, load_azure_trace
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "azure_llm_2023_conv.csv"
 TRACE_SIZES = (10_000, 100_000, 1_000_000)

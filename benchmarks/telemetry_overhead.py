@@ -27,10 +27,10 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from oasis_ray.energy_ledger import EnergyLedger
+from oasis_ray.telemetry.energy_ledger import EnergyLedger
 from oasis_ray.query_types import QueryType
-from oasis_ray.telemetry import AnyTelemetry, build_telemetry, request_attributes
-from oasis_ray.telemetry_config import Exporter, TelemetryConfig
+from oasis_ray.telemetry.instruments import AnyTelemetry, build_telemetry, request_attributes
+from oasis_ray.telemetry.settings import Exporter, TelemetryConfig
 
 MODEL = "oasis-tiny-llama"
 ROUTE = "short-output"

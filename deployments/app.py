@@ -16,7 +16,7 @@ from ray.serve.llm.ingress import make_fastapi_ingress
 
 from deployments.ingress import ENDPOINTS, OasisIngress, make_http_app
 from deployments.llm_routes import build_route_deployments
-from oasis_ray.capacity_source import CapacitySource
+from oasis_ray.scaling.capacity_source import CapacitySource
 from oasis_ray.config import EMBEDDED_SOURCE, INGRESS_DEPLOYMENT, ModelConfig, OasisAppConfig, check_against_model, parse_config
 from oasis_ray.embedded_model import build_embedded_model
 

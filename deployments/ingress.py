@@ -39,8 +39,8 @@ from oasis_ray.query_types import QueryType
 from oasis_ray.request_rates import RATE_METRIC_PREFIX, RateWindow
 from oasis_ray.routing import QueryRouter, RouteDecision
 from oasis_ray.shape_choice import ShapeBalancer
-from oasis_ray.telemetry import build_telemetry, request_attributes
-from oasis_ray.telemetry_export import MetricPoint, SpanRecord
+from oasis_ray.telemetry.instruments import build_telemetry, request_attributes
+from oasis_ray.telemetry.export import MetricPoint, SpanRecord
 from oasis_ray.tokens import TokenCounter
 
 logger = logging.getLogger("ray.serve")

@@ -21,8 +21,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from oasis_ray.query_types import DEFAULT_TAU_TOKENS, QueryType
-from oasis_ray.scaling_config import ScalingConfig
-from oasis_ray.telemetry_config import TelemetryConfig
+from oasis_ray.scaling.settings import ScalingConfig
+from oasis_ray.telemetry.settings import TelemetryConfig
 from oasis_ray.validation import error_lines
 
 EMBEDDED_SOURCE = "embedded"
@@ -111,7 +111,7 @@ def route_key(model_id: str, route_name: str) -> str:
 
 
 def mig_slice_resources(profile: str) -> RouteResources:
-    """One MIG slice: a GPU as its profile's raylet sees it, plus the profile's resource (see oasis_ray.mig)."""
+    """One MIG slice: a GPU as its profile's raylet sees it, plus the profile's resource (see oasis_ray.telemetry.mig)."""
     return RouteResources(accelerator="gpu", custom_resources={f"MIG-{profile}": 1})
 
 

@@ -8,7 +8,7 @@ weighted round robin so the split is even at every scale, not only on average.
 
 from __future__ import annotations
 
-from oasis_ray.scaling_shapes import default_gpu_fraction
+from oasis_ray.scaling.shapes import default_gpu_fraction
 
 
 class ShapeBalancer:

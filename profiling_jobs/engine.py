@@ -21,10 +21,10 @@ from vllm.v1.engine.async_llm import AsyncLLM
 
 from oasis_ray.config import EMBEDDED_SOURCE
 from oasis_ray.embedded_model import build_embedded_model
-from oasis_ray.loadgen import SendRequest, prompt_token_ids
-from oasis_ray.measurement import RequestRecord
-from oasis_ray.sweep_plan import EngineConfig
-from oasis_ray.sweep_spec import QueryLengths
+from oasis_ray.profiling.loadgen import SendRequest, prompt_token_ids
+from oasis_ray.profiling.measurement import RequestRecord
+from oasis_ray.profiling.sweep_plan import EngineConfig
+from oasis_ray.profiling.sweep_spec import QueryLengths
 
 
 def model_path(source: str) -> str:

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import StrMethodFormatter
 
-from oasis_ray.hct import HardwareCostTable, HctError, load_hct
+from oasis_ray.profiling.hct import HardwareCostTable, HctError, load_hct
 
 FIGURE_DPI = 130
 CONFIG_COLUMNS = ["model_id", "hardware", "max_num_seqs", "variant"]

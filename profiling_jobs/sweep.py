@@ -30,12 +30,12 @@ import ray
 from ray import ObjectRef
 from ray.actor import ActorHandle
 
-from oasis_ray.hct import write_hct
-from oasis_ray.sweep_plan import Trial, expand_trials, group_by_engine, trial_resources
-from oasis_ray.sweep_progress import SweepProgress
-from oasis_ray.sweep_spec import SpecError, load_spec, spec_hash
-from oasis_ray.trial_outcome import SoftwareVersions, TrialOutcome, failed_outcome, merge_outcomes, utc_now
-from oasis_ray.trial_store import TrialStore, unfinished
+from oasis_ray.profiling.hct import write_hct
+from oasis_ray.profiling.sweep_plan import Trial, expand_trials, group_by_engine, trial_resources
+from oasis_ray.profiling.sweep_progress import SweepProgress
+from oasis_ray.profiling.sweep_spec import SpecError, load_spec, spec_hash
+from oasis_ray.profiling.trial_outcome import SoftwareVersions, TrialOutcome, failed_outcome, merge_outcomes, utc_now
+from oasis_ray.profiling.trial_store import TrialStore, unfinished
 
 EXIT_TRIALS_FAILED = 1
 EXIT_BAD_SPEC = 2

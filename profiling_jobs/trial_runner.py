@@ -18,14 +18,14 @@ import contextlib
 import time
 from collections.abc import Iterator
 
-from oasis_ray.clock_control import ClockLock, locked_sm_clock
-from oasis_ray.loadgen import run_closed_loop
-from oasis_ray.measurement import LoadPoint, summarize_level
-from oasis_ray.msrr_search import meets_slo, search_msrr
-from oasis_ray.power_probe import NoPowerProbe, PowerProbe, open_gpu_probe
-from oasis_ray.sweep_plan import EngineConfig, Trial
-from oasis_ray.sweep_spec import CpuTarget, GpuTarget
-from oasis_ray.trial_outcome import DeviceInfo, TrialOutcome, measured_outcome, utc_now
+from oasis_ray.profiling.clock_control import ClockLock, locked_sm_clock
+from oasis_ray.profiling.loadgen import run_closed_loop
+from oasis_ray.profiling.measurement import LoadPoint, summarize_level
+from oasis_ray.profiling.msrr_search import meets_slo, search_msrr
+from oasis_ray.profiling.power_probe import NoPowerProbe, PowerProbe, open_gpu_probe
+from oasis_ray.profiling.sweep_plan import EngineConfig, Trial
+from oasis_ray.profiling.sweep_spec import CpuTarget, GpuTarget
+from oasis_ray.profiling.trial_outcome import DeviceInfo, TrialOutcome, measured_outcome, utc_now
 from profiling_jobs.engine import ProfiledEngine
 
 CPU_POWER_NOTE = "CPU target: no power meter"

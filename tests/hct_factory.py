@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from oasis_ray.hct import HCT_SCHEMA_VERSION, HardwareCostTable, HctMetadata, HctRow, write_hct
-from oasis_ray.sweep_spec import LoadSettings, SearchSettings, SloSpec
+from oasis_ray.profiling.hct import HCT_SCHEMA_VERSION, HardwareCostTable, HctMetadata, HctRow, write_hct
+from oasis_ray.profiling.sweep_spec import LoadSettings, SearchSettings, SloSpec
 
 NAN = math.nan
 

@@ -12,9 +12,9 @@ from ray.serve.config import AutoscalingContext
 
 from autoscaling.policy import STATE_KEY, OasisAutoscalingPolicy
 from deployments.app import build_app
-from oasis_ray.capacity import CapacityError, route_capacities, scaling_config_for
+from oasis_ray.scaling.capacity import CapacityError, route_capacities, scaling_config_for
 from oasis_ray.config import INGRESS_DEPLOYMENT, parse_config
-from oasis_ray.hct import load_hct
+from oasis_ray.profiling.hct import load_hct
 from oasis_ray.request_rates import RATE_METRIC_PREFIX
 from tests.conftest import MODEL_ID, app_config
 from tests.hct_factory import hct_row, write_table

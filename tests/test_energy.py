@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from oasis_ray.energy import EnergyMeter, attribute_energy, counter_delta_mj
+from oasis_ray.telemetry.energy import EnergyMeter, attribute_energy, counter_delta_mj
 
 
 def test_delta_of_a_rising_counter() -> None:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from oasis_ray.energy_ledger import EnergyLedger, SettledEnergy
+from oasis_ray.telemetry.energy_ledger import EnergyLedger, SettledEnergy
 
 
 def settled_map(records: list[SettledEnergy]) -> dict[str, float | None]:

@@ -11,9 +11,9 @@ from typing import cast
 import pynvml
 import pytest
 
-from oasis_ray.energy_ledger import EnergyLedger
-from oasis_ray.gpu_sampler import EnergyInterval, GpuSampler
-from oasis_ray.nvml import GpuSample, NvmlReader
+from oasis_ray.telemetry.energy_ledger import EnergyLedger
+from oasis_ray.telemetry.gpu_sampler import EnergyInterval, GpuSampler
+from oasis_ray.telemetry.nvml import GpuSample, NvmlReader
 from tests.fake_nvml import FakeGpu, FakeNvmlForUnitTests, not_supported
 
 MJ = 1000
@@ -32,7 +32,7 @@ class WallClock:
 @pytest.fixture
 def wall(monkeypatch: pytest.MonkeyPatch) -> WallClock:
     clock = WallClock()
-    monkeypatch.setattr("oasis_ray.nvml.time", clock)
+    monkeypatch.setattr("oasis_ray.telemetry.nvml.time", clock)
     return clock
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import pynvml
 import pytest
 
-from oasis_ray import mig, nvml
-from oasis_ray.nvml import GpuSample, MigDevice, NvmlReader, NvmlUnavailable, mig_profile, probe
+from oasis_ray.telemetry import mig, nvml
+from oasis_ray.telemetry.nvml import GpuSample, MigDevice, NvmlReader, NvmlUnavailable, mig_profile, probe
 from tests.fake_nvml import GIB, FakeGpu, FakeNvmlForUnitTests, not_supported
 
 

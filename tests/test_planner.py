@@ -1,6 +1,6 @@
 """The capacity planner: the paper's light-load decision, MIG placement, shortfalls, configuration choice, costs.
 
-Decisions are checked on the paper-values table (oasis_ray.paper_tables: the
+Decisions are checked on the paper-values table (oasis_ray.planning.paper_tables: the
 Llama-3-8B LISO MSRR of 4.54 req/s on a full A100 is the paper's, the rest are
 labelled placeholders), arithmetic on hand-made numbers.
 """
@@ -14,20 +14,20 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from oasis_ray.config_choice import Candidates, choose_configuration
-from oasis_ray.hct import load_hct, write_hct
-from oasis_ray.inventory import DevicePool, Inventory, Prices
-from oasis_ray.mig_placement import GpuPacker, SlicePlacement, placement_problems
-from oasis_ray.paper_tables import (
+from oasis_ray.planning.config_choice import Candidates, choose_configuration
+from oasis_ray.profiling.hct import load_hct, write_hct
+from oasis_ray.planning.inventory import DevicePool, Inventory, Prices
+from oasis_ray.planning.mig_placement import GpuPacker, SlicePlacement, placement_problems
+from oasis_ray.planning.paper_tables import (
     PAPER_LLAMA_LISO_FULL_A100_MSRR,
     PAPER_RUN_ID,
     PLACEHOLDER_IDLE_POWER_W,
     paper_hct,
     paper_inventory,
 )
-from oasis_ray.planner import PlanRequest, RouteDemand, plan
+from oasis_ray.planning.planner import PlanRequest, RouteDemand, plan
 from oasis_ray.query_types import QueryType
-from oasis_ray.service_table import ServiceTable
+from oasis_ray.planning.service_table import ServiceTable
 
 SLO_S = 20.0
 LLAMA = "llama-3-8b"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pynvml
 import pytest
 
-from oasis_ray.clock_control import ClockLock, locked_sm_clock
-from oasis_ray.nvml import NvmlReader
-from oasis_ray.power_probe import NoPowerProbe, NvmlPowerProbe, open_gpu_probe
+from oasis_ray.profiling.clock_control import ClockLock, locked_sm_clock
+from oasis_ray.telemetry.nvml import NvmlReader
+from oasis_ray.profiling.power_probe import NoPowerProbe, NvmlPowerProbe, open_gpu_probe
 from tests.fake_nvml import DEFAULT_SM_MHZ, FakeGpu, FakeNvmlForUnitTests, not_supported
 
 

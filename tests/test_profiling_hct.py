@@ -10,14 +10,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from oasis_ray.clock_control import ClockLock
-from oasis_ray.hct import HCT_SCHEMA_VERSION, HctError, HctRow, load_hct, write_hct
-from oasis_ray.measurement import LoadPoint
-from oasis_ray.msrr_search import SearchResult
-from oasis_ray.sweep_plan import Trial, expand_trials
-from oasis_ray.sweep_progress import SweepProgress
-from oasis_ray.sweep_spec import SweepSpec, parse_spec
-from oasis_ray.trial_outcome import (
+from oasis_ray.profiling.clock_control import ClockLock
+from oasis_ray.profiling.hct import HCT_SCHEMA_VERSION, HctError, HctRow, load_hct, write_hct
+from oasis_ray.profiling.measurement import LoadPoint
+from oasis_ray.profiling.msrr_search import SearchResult
+from oasis_ray.profiling.sweep_plan import Trial, expand_trials
+from oasis_ray.profiling.sweep_progress import SweepProgress
+from oasis_ray.profiling.sweep_spec import SweepSpec, parse_spec
+from oasis_ray.profiling.trial_outcome import (
     DeviceInfo,
     SoftwareVersions,
     TrialOutcome,
@@ -26,7 +26,7 @@ from oasis_ray.trial_outcome import (
     merge_outcomes,
     utc_now,
 )
-from oasis_ray.trial_store import TrialStore, unfinished
+from oasis_ray.profiling.trial_store import TrialStore, unfinished
 from profiling_jobs.report import write_report
 
 VERSIONS = SoftwareVersions(vllm="0.0-test", ray="2.60.0", oasis_ray="0.1.0", python="3.11")

@@ -30,10 +30,10 @@ from pathlib import Path
 import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from oasis_ray.hct import HctRow, load_hct
-from oasis_ray.sweep_plan import expand_trials
-from oasis_ray.sweep_spec import load_spec, spec_hash
-from oasis_ray.trial_store import TRIALS_DIR
+from oasis_ray.profiling.hct import HctRow, load_hct
+from oasis_ray.profiling.sweep_plan import expand_trials
+from oasis_ray.profiling.sweep_spec import load_spec, spec_hash
+from oasis_ray.profiling.trial_store import TRIALS_DIR
 from profiling_jobs import report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from oasis_ray.loadgen import prompt_token_ids, run_closed_loop
-from oasis_ray.measurement import MeasurementError, PowerReading, RequestRecord, summarize_level
+from oasis_ray.profiling.loadgen import prompt_token_ids, run_closed_loop
+from oasis_ray.profiling.measurement import MeasurementError, PowerReading, RequestRecord, summarize_level
 
 NO_METER = PowerReading(timestamp_s=0.0, energy_mj=None, sm_clock_mhz=None)
 NO_METER_LATER = PowerReading(timestamp_s=7.0, energy_mj=None, sm_clock_mhz=None)

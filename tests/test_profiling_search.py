@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from oasis_ray.measurement import LoadPoint
-from oasis_ray.msrr_search import meets_slo, search_msrr
-from oasis_ray.sweep_spec import SearchSettings, SloSpec
+from oasis_ray.profiling.measurement import LoadPoint
+from oasis_ray.profiling.msrr_search import meets_slo, search_msrr
+from oasis_ray.profiling.sweep_spec import SearchSettings, SloSpec
 
 
 def point(concurrency: int, *, rate: float, p95: float, ttft_p95: float = 0.01, tpot_p95: float = 0.001) -> LoadPoint:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from oasis_ray.sweep_plan import expand_trials, group_by_engine, trial_resources
-from oasis_ray.sweep_spec import (
+from oasis_ray.profiling.sweep_plan import expand_trials, group_by_engine, trial_resources
+from oasis_ray.profiling.sweep_spec import (
     CpuTarget,
     GpuTarget,
     MigTarget,

@@ -21,16 +21,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from oasis_ray.endpoint_profile import profile_endpoint
-from oasis_ray.inventory import DevicePool, Prices
+from oasis_ray.planning.endpoint_profile import profile_endpoint
+from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.query_types import QueryType, classify
-from oasis_ray.replay import EndpointSettings, run_replay
-from oasis_ray.replay_plan import ReplayRecord, ReplayRequest, compare, replay_requests, replayed_workload, report
-from oasis_ray.service_table import ServiceTable
-from oasis_ray.sim_policies import FixedGroup, FixedPolicy, SimulationSettings
-from oasis_ray.simulator import simulate
-from oasis_ray.sweep_spec import SweepSpec, parse_spec
-from oasis_ray.traces import Trace, TraceSource, load_azure_trace
+from oasis_ray.planning.replay import EndpointSettings, run_replay
+from oasis_ray.planning.replay_plan import ReplayRecord, ReplayRequest, compare, replay_requests, replayed_workload, report
+from oasis_ray.planning.service_table import ServiceTable
+from oasis_ray.planning.sim_policies import FixedGroup, FixedPolicy, SimulationSettings
+from oasis_ray.planning.simulator import simulate
+from oasis_ray.profiling.sweep_spec import SweepSpec, parse_spec
+from oasis_ray.planning.traces import Trace, TraceSource, load_azure_trace
 from tests.conftest import API_KEY, MODEL_ID, app_config
 
 TRACES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "traces"

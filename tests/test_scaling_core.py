@@ -14,13 +14,13 @@ import statistics
 import pytest
 from pydantic import ValidationError
 
-from oasis_ray.scaling_allocation import size_route
-from oasis_ray.scaling_config import EwmaPeakForecast, HoltForecast, RouteLimits, ScalingConfig
-from oasis_ray.scaling_core import RouteTarget, TickInput, decide
-from oasis_ray.scaling_forecast import EwmaPeakForecaster, EwmaPeakState, HoltForecaster, HoltState, advance_forecast
-from oasis_ray.scaling_record import ScalingRecord
-from oasis_ray.scaling_shapes import RouteCapacity, ShapeOption
-from oasis_ray.scaling_state import ScalingState
+from oasis_ray.scaling.allocation import size_route
+from oasis_ray.scaling.settings import EwmaPeakForecast, HoltForecast, RouteLimits, ScalingConfig
+from oasis_ray.scaling.core import RouteTarget, TickInput, decide
+from oasis_ray.scaling.forecast import EwmaPeakForecaster, EwmaPeakState, HoltForecaster, HoltState, advance_forecast
+from oasis_ray.scaling.record import ScalingRecord
+from oasis_ray.scaling.shapes import RouteCapacity, ShapeOption
+from oasis_ray.scaling.state import ScalingState
 
 ROUTE = "llama-3-8b/LISO"
 FULL_MSRR = 4.54

@@ -15,18 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oasis_ray.capacity_cli import main as capacity_cli
-from oasis_ray.hct import HCT_SCHEMA_VERSION, HardwareCostTable, HctMetadata, HctRow, LoadPointRow
-from oasis_ray.inventory import DevicePool, Prices
+from oasis_ray.planning.capacity_cli import main as capacity_cli
+from oasis_ray.profiling.hct import HCT_SCHEMA_VERSION, HardwareCostTable, HctMetadata, HctRow, LoadPointRow
+from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.query_types import QueryType
-from oasis_ray.scaling_config import ScalingConfig
-from oasis_ray.service_table import ServiceTable
-from oasis_ray.sim_policies import FixedGroup, FixedPolicy, OasisPolicy, SimulationSettings
-from oasis_ray.sim_queue import backlog, latency_from_quantiles, queue_waits, window_p95_attainment
-from oasis_ray.sim_workload import QUERY_TYPES, Workload
-from oasis_ray.simulator import simulate
-from oasis_ray.sweep_spec import LoadSettings, SearchSettings, SloSpec
-from oasis_ray.traces import load_azure_trace, query_mix
+from oasis_ray.scaling.settings import ScalingConfig
+from oasis_ray.planning.service_table import ServiceTable
+from oasis_ray.planning.sim_policies import FixedGroup, FixedPolicy, OasisPolicy, SimulationSettings
+from oasis_ray.planning.sim_queue import backlog, latency_from_quantiles, queue_waits, window_p95_attainment
+from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
+from oasis_ray.planning.simulator import simulate
+from oasis_ray.profiling.sweep_spec import LoadSettings, SearchSettings, SloSpec
+from oasis_ray.planning.traces import load_azure_trace, query_mix
 from tests.hct_factory import hct_row
 
 TRACES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "traces"

@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from oasis_ray.query_types import QueryType
-from oasis_ray.scaling_record import ScalingRecord
-from oasis_ray.status_view import GpuStatus, QueryTypeStatus, RouteStatus, StatusSnapshot, render_status
+from oasis_ray.scaling.record import ScalingRecord
+from oasis_ray.telemetry.status_view import GpuStatus, QueryTypeStatus, RouteStatus, StatusSnapshot, render_status
 
 TAKEN_AT = datetime(2026, 11, 21, 6, 30, tzinfo=UTC)
 H100 = "NVIDIA H100 80GB HBM3"

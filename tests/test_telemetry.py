@@ -13,10 +13,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
-from oasis_ray.nvml import GpuSample
+from oasis_ray.telemetry.nvml import GpuSample
 from oasis_ray.query_types import QueryType
-from oasis_ray.scaling_record import ScalingRecord
-from oasis_ray.telemetry import (
+from oasis_ray.scaling.record import ScalingRecord
+from oasis_ray.telemetry.instruments import (
     SPAN_ENERGY_J,
     SPAN_QUERY_TYPE,
     SPAN_ROUTE,
@@ -26,8 +26,8 @@ from oasis_ray.telemetry import (
     build_telemetry,
     request_attributes,
 )
-from oasis_ray.telemetry_config import TelemetryConfig
-from oasis_ray.telemetry_export import MetricPoint, otlp_exporters
+from oasis_ray.telemetry.settings import TelemetryConfig
+from oasis_ray.telemetry.export import MetricPoint, otlp_exporters
 
 MODEL = "oasis-tiny-llama"
 PERIOD_S = 1.0

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from oasis_ray.query_types import QueryType, classify
-from oasis_ray.traces import (
+from oasis_ray.planning.traces import (
     Trace,
     TraceError,
     load_azure_trace,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from oasis_ray.nvml import NvmlReader, NvmlUnavailable
+from oasis_ray.telemetry.nvml import NvmlReader, NvmlUnavailable
 
 
 @pytest.fixture(scope="module")

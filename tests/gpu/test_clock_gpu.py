@@ -12,8 +12,8 @@ import time
 import pynvml
 import pytest
 
-from oasis_ray.clock_control import locked_sm_clock
-from oasis_ray.power_probe import open_gpu_probe
+from oasis_ray.profiling.clock_control import locked_sm_clock
+from oasis_ray.profiling.power_probe import open_gpu_probe
 
 GPU_INDEX = 0
 INTERVAL_S = 1.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from oasis_ray.nvml import GpuSample, NvmlReader
+from oasis_ray.telemetry.nvml import GpuSample, NvmlReader
 
 INTERVAL_S = 1.0
 

@@ -1,0 +1,1 @@
+"""Capacity planning on traces: trace loaders, the planner, the what-if simulator and live replay."""

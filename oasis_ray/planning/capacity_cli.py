@@ -1,0 +1,359 @@
+"""Capacity planning from the command line: plan, simulate (policies side by side) and replay.
+
+    python -m oasis_ray.planning.capacity_cli plan --hct paper --demand llama-3-8b:LISO=0.0114 --gpus 8
+    python -m oasis_ray.planning.capacity_cli simulate --hct paper --trace ../shared/traces/azure_llm_2023_conv.csv --out out/
+    python -m oasis_ray.planning.capacity_cli replay --url http://127.0.0.1:8000 --model oasis-tiny-llama \\
+        --trace ../shared/traces/azure_llm_2023_conv.csv --duration 30 --out out/
+
+`--hct paper` uses oasis_ray.planning.paper_tables: values from the OASIS paper, not
+measured here, with placeholders for what the paper does not give; its
+default inventory (`--gpus`) and prices are placeholders too. `--inventory`
+takes a YAML or JSON file in the Inventory schema (pools and prices).
+
+Outputs: a table on stdout at the end; with --out, plan.json,
+simulation.json and power.png (power over time per policy), or replay.json.
+Long runs show a progress bar on stderr.
+
+Exit status: 0 done; 1 a plan with a shortfall, or a replay with failed
+requests; 2 bad input (trace, table, inventory, arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from oasis_ray.planning.capacity_figures import power_over_time_figure
+from oasis_ray.profiling.hct import HardwareCostTable, HctError, load_hct
+from oasis_ray.planning.inventory import DevicePool, Inventory
+from oasis_ray.planning.paper_tables import PAPER_RUN_ID, PAPER_SLO_P95_E2E_S, paper_hct, paper_inventory
+from oasis_ray.planning.planner import Plan, PlanRequest, RouteDemand, plan
+from oasis_ray.query_types import QueryType
+from oasis_ray.planning.replay import EndpointSettings, run_replay
+from oasis_ray.planning.replay_plan import ReplayReport, replay_requests
+from oasis_ray.scaling.settings import ScalingConfig
+from oasis_ray.planning.service_table import ServiceTable
+from oasis_ray.planning.sim_policies import (
+    FixedPolicy,
+    OasisPolicy,
+    SimulationSettings,
+    oasis_joint_forecast,
+    oasis_reactive,
+    static_peak_policy,
+    static_policy,
+)
+from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
+from oasis_ray.planning.simulator import SimRun, simulate
+from oasis_ray.planning.traces import Trace, TraceError, load_azure_trace, load_burstgpt_trace
+
+EXIT_SHORT = 1
+EXIT_BAD_INPUT = 2
+PAPER = "paper"
+POLICY_NAMES = ("static", "static-peak", "oasis", "oasis-joint-forecast")
+FIGURE_DPI = 130
+TRACE_CREDITS = {
+    "azure": "Trace: Azure LLM inference trace 2023, Azure Public Dataset, CC-BY 4.0; Patel et al., "
+    '"Splitwise: Efficient generative LLM inference using phase splitting", ISCA 2024.',
+    "burstgpt": 'Trace: BurstGPT, Wang et al., "BurstGPT: A Real-world Workload Dataset to Optimize LLM '
+    'Serving Systems", arXiv:2401.17644.',
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (TraceError, HctError, ValidationError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m oasis_ray.planning.capacity_cli", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True)
+
+    planning = commands.add_parser("plan", help="what to deploy for given rates, and what it costs")
+    _table_arguments(planning)
+    planning.add_argument("--demand", action="append", default=[], metavar="MODEL:TYPE=RPS",
+                          help="a route's rate, e.g. llama-3-8b:LISO=0.0114 (repeatable)")
+    planning.add_argument("--trace", type=Path, help="plan for the mean rates of a trace instead")
+    _trace_arguments(planning)
+    planning.add_argument("--choice", choices=("one-at-a-time", "joint"), default="joint",
+                          help="how configurations are chosen (default joint)")
+    planning.add_argument("--headroom", type=float, default=0.1)
+    planning.add_argument("--no-mig", action="store_true", help="whole devices only")
+    planning.set_defaults(run=_plan)
+
+    simulating = commands.add_parser("simulate", help="policies side by side on a trace")
+    _table_arguments(simulating)
+    simulating.add_argument("--trace", type=Path, required=True)
+    _trace_arguments(simulating)
+    simulating.add_argument("--pool", help="the inventory pool to simulate (default: the first)")
+    simulating.add_argument("--policies", default=",".join(POLICY_NAMES),
+                            help=f"comma-separated, from {', '.join(POLICY_NAMES)}")
+    simulating.add_argument("--headroom", type=float, help="override the OASIS policies' headroom (default 0.1)")
+    simulating.add_argument("--startup-s", type=float, default=60.0, help="replica start-up time")
+    simulating.add_argument("--tick-s", type=float, default=10.0, help="autoscaler interval")
+    simulating.add_argument("--no-length-scaling", action="store_true",
+                            help="every request of a type costs its profiled lengths (the paper's assumption)")
+    simulating.set_defaults(run=_simulate)
+
+    replaying = commands.add_parser("replay", help="replay a trace window against a running oasis endpoint")
+    replaying.add_argument("--url", required=True, help="HTTP root of the app")
+    replaying.add_argument("--api-key")
+    replaying.add_argument("--model", required=True)
+    replaying.add_argument("--trace", type=Path, required=True)
+    _trace_arguments(replaying, with_models=False)
+    replaying.add_argument("--max-model-len", type=int, default=2048, help="the route's context")
+    replaying.add_argument("--max-output-tokens", type=int, default=256)
+    replaying.add_argument("--out", type=Path)
+    replaying.set_defaults(run=_replay)
+    return parser
+
+
+def _table_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hct", default=PAPER, help="cost table path, or 'paper' for the paper-values table")
+    parser.add_argument("--slo", type=float, help=f"P95 end-to-end SLO in s (default: the table's; paper "
+                                                  f"{PAPER_SLO_P95_E2E_S:g})")
+    parser.add_argument("--inventory", type=Path, help="YAML/JSON in the Inventory schema")
+    parser.add_argument("--gpus", type=int, default=8, help="with the paper table and no --inventory: A100s")
+    parser.add_argument("--out", type=Path)
+
+
+def _trace_arguments(parser: argparse.ArgumentParser, with_models: bool = True) -> None:
+    parser.add_argument("--format", choices=("azure", "burstgpt"), default="azure")
+    parser.add_argument("--burstgpt-model", help="keep only this BurstGPT model's requests")
+    parser.add_argument("--rate-scale", type=float, default=1.0, help="replay this many times as fast")
+    parser.add_argument("--start", type=float, default=0.0, help="window start, s after the first request")
+    parser.add_argument("--duration", type=float, help="window length in s (default: to the end)")
+    if with_models:
+        parser.add_argument("--models", default="llama-3-8b",
+                            help="comma-separated models the trace is split over, round robin")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    table, inventory, slo = _table_inventory_slo(args)
+    demands = _demands(args)
+    request = PlanRequest(slo_p95_e2e_s=slo, demands=demands, inventory=inventory, config_choice=args.choice,
+                          headroom=args.headroom, allow_mig=not args.no_mig)
+    result = plan(request, ServiceTable(table, slo))
+    print(_plan_table(result, table))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "plan.json").write_text(result.model_dump_json(indent=2) + "\n")
+        print(f"wrote {args.out / 'plan.json'}")
+    return 0 if result.feasible else EXIT_SHORT
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    table, inventory, slo = _table_inventory_slo(args)
+    pool = inventory.pool(args.pool) if args.pool else inventory.pools[0]
+    trace = _trace(args)
+    workload = Workload.from_trace(trace, _models(args))
+    settings = SimulationSettings(slo_p95_e2e_s=slo, startup_s=args.startup_s, tick_s=args.tick_s,
+                                  scale_by_length=not args.no_length_scaling)
+    service = ServiceTable(table, slo)
+    runs: list[SimRun] = []
+    for policy in _policies(args, workload, service, pool, settings):
+        with tqdm(total=100, desc=policy.name, unit="%", file=sys.stderr, leave=False) as bar:
+            runs.append(simulate(workload, policy, service, pool, inventory.prices, settings, _bar_to(bar)))
+    print(_simulation_table(runs, trace, workload, table, args))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        results = [run.result.model_dump(mode="json") for run in runs]
+        (args.out / "simulation.json").write_text(json.dumps(results, indent=2) + "\n")
+        figure = power_over_time_figure(runs, f"{workload.name}: power per policy ({_provenance(table)})")
+        figure.savefig(args.out / "power.png", dpi=FIGURE_DPI)
+        print(f"wrote {args.out / 'simulation.json'} and {args.out / 'power.png'}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    trace = _trace(args)
+    requests = replay_requests(trace, max_model_len=args.max_model_len, max_output_tokens=args.max_output_tokens)
+    endpoint = EndpointSettings(base_url=args.url, api_key=args.api_key, model=args.model)
+    with tqdm(total=len(requests), desc="replay", unit="req", file=sys.stderr, leave=False) as bar:
+        measured = run_replay(requests, endpoint, on_done=lambda done: bar.update(done - bar.n))
+    print(_replay_table(measured, trace, args))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "replay.json").write_text(measured.model_dump_json(indent=2) + "\n")
+        print(f"wrote {args.out / 'replay.json'}")
+    return 0 if measured.succeeded == measured.sent else EXIT_SHORT
+
+
+def _table_inventory_slo(args: argparse.Namespace) -> tuple[HardwareCostTable, Inventory, float]:
+    table = paper_hct() if args.hct == PAPER else load_hct(Path(args.hct))
+    if args.inventory:
+        inventory = Inventory.model_validate(yaml.safe_load(args.inventory.read_text()))
+    elif args.hct == PAPER:
+        inventory = paper_inventory(args.gpus)
+    else:
+        raise ValueError("--inventory: needed with a measured table (only the paper table has a default)")
+    slo = args.slo if args.slo is not None else table.metadata.slo.p95_e2e_s
+    return table, inventory, slo
+
+
+def _trace(args: argparse.Namespace) -> Trace:
+    if args.format == "azure":
+        trace = load_azure_trace(args.trace)
+    else:
+        trace = load_burstgpt_trace(args.trace, model=args.burstgpt_model)
+    if args.duration is not None or args.start > 0:
+        end = args.start + args.duration if args.duration is not None else math.inf
+        trace = trace.window(args.start, end)
+    return trace.scaled(args.rate_scale) if args.rate_scale != 1.0 else trace
+
+
+def _models(args: argparse.Namespace) -> tuple[str, ...]:
+    models = tuple(name.strip() for name in args.models.split(",") if name.strip())
+    if not models:
+        raise ValueError("--models: name at least one model")
+    return models
+
+
+def _demands(args: argparse.Namespace) -> tuple[RouteDemand, ...]:
+    demands = [_parse_demand(text) for text in args.demand]
+    if args.trace is not None:
+        workload = Workload.from_trace(_trace(args), _models(args))
+        duration = max(workload.duration_s, 1.0)
+        for model_index, code in workload.routes_present():
+            count = int(((workload.model_index == model_index) & (workload.type_code == code)).sum())
+            demands.append(RouteDemand(model_id=workload.models[model_index], query_type=QUERY_TYPES[code],
+                                       rate_rps=count / duration))
+    if not demands:
+        raise ValueError("--demand or --trace: nothing to plan for")
+    return tuple(demands)
+
+
+def _parse_demand(text: str) -> RouteDemand:
+    try:
+        route, rate = text.rsplit("=", 1)
+        model, query_type = route.rsplit(":", 1)
+        return RouteDemand(model_id=model, query_type=QueryType(query_type.upper()), rate_rps=float(rate))
+    except ValueError:
+        raise ValueError(f"--demand: {text!r} is not MODEL:TYPE=RPS (TYPE one of SISO, SILO, LISO, LILO)") from None
+
+
+def _policies(
+    args: argparse.Namespace, workload: Workload, table: ServiceTable, pool: DevicePool, settings: SimulationSettings
+) -> list[FixedPolicy | OasisPolicy]:
+    names = [name.strip() for name in args.policies.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(POLICY_NAMES))
+    if unknown or not names:
+        raise ValueError(f"--policies: unknown {unknown}; choose from {', '.join(POLICY_NAMES)}")
+    oasis = {policy.name: _with_headroom(policy, args.headroom) for policy in (oasis_reactive(), oasis_joint_forecast())}
+    headroom = oasis["oasis"].scaling.headroom
+    builders: dict[str, Callable[[], FixedPolicy | OasisPolicy]] = {
+        "static": lambda: static_policy(workload.models),
+        "static-peak": lambda: static_peak_policy(workload, table, pool, settings, headroom),
+        "oasis": lambda: oasis["oasis"],
+        "oasis-joint-forecast": lambda: oasis["oasis-joint-forecast"],
+    }
+    return [builders[name]() for name in names]
+
+
+def _with_headroom(policy: OasisPolicy, headroom: float | None) -> OasisPolicy:
+    """The policy with another headroom, validated like any ScalingConfig."""
+    if headroom is None:
+        return policy
+    scaling = ScalingConfig.model_validate({**policy.scaling.model_dump(), "headroom": headroom})
+    return OasisPolicy(name=policy.name, config_choice=policy.config_choice, scaling=scaling)
+
+
+def _bar_to(bar: tqdm) -> Callable[[float], None]:
+    return lambda fraction: bar.update(round(fraction * 100) - bar.n)
+
+
+def _provenance(table: HardwareCostTable) -> str:
+    return "paper values, not measured here" if table.metadata.spec_name == PAPER_RUN_ID else table.metadata.spec_name
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns as wide as their widest cell; the first left-aligned, the rest right-aligned (numbers)."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(row) for row in rows)])
+
+
+def _number(value: float, digits: int = 1) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:,.{digits}f}"
+
+
+def _plan_table(result: Plan, table: HardwareCostTable) -> str:
+    rows = [
+        [r.route, f"{r.rate_rps:.4g}", r.pool or "-", r.shape or "-", str(r.replicas),
+         "default" if r.clock_mhz is None and r.shape else str(r.clock_mhz or "-"), str(r.max_num_seqs or "-"),
+         r.variant or "-", _number(r.power_w), "-" if r.p95_s is None else _number(r.p95_s, 2), r.reason]
+        for r in result.routes
+    ]
+    headers = ["route", "req/s", "pool", "shape", "replicas", "clock MHz", "batch", "variant", "power W",
+               "P95 s", "why"]
+    lines = [
+        f"Plan ({result.config_choice} configuration choice; SLO P95 <= {result.slo_p95_e2e_s:g} s; "
+        f"headroom {result.headroom:g}; table: {_provenance(table)})",
+        format_table(headers, rows),
+        "",
+        "MIG slices: " + (", ".join(f"{s.route} -> {s.pool} gpu {s.gpu_index} {s.profile}@{s.start_slot}"
+                                    for s in result.mig_slices) or "none"),
+        "pools: " + "; ".join(f"{p.pool}: {p.whole_devices} whole, {p.mig_devices} partitioned, {p.free_devices} "
+                               f"free of {p.devices}" for p in result.pools),
+        f"power {_number(result.power_w)} W | energy {_number(result.energy_kwh_per_hour, 3)} kWh/h | "
+        f"cost ${result.usd_per_hour:,.2f}/h (devices ${result.device_usd_per_hour:,.2f}, energy "
+        f"${result.energy_usd_per_hour:,.2f}) | CO2 {_number(result.co2_g_per_hour)} g/h",
+    ]
+    lines += [f"SHORTFALL: {s.message}" for s in result.shortfalls] or ["feasible: the inventory meets the SLO"]
+    return "\n".join(lines)
+
+
+def _simulation_table(
+    runs: list[SimRun], trace: Trace, workload: Workload, table: HardwareCostTable, args: argparse.Namespace
+) -> str:
+    baseline = runs[0].result.energy_wh
+    headers = ["policy", "energy Wh", f"vs {runs[0].result.policy}", "mean W", "GPU-h", "cost $", "CO2 g",
+               "P50 s", "P95 s", "P99 s", "SLO att.", "reqs<=SLO", "changes", "unserved"]
+    rows = []
+    for run in runs:
+        r = run.result
+        change = r.energy_wh / baseline - 1 if baseline and math.isfinite(baseline) else math.nan
+        rows.append([
+            r.policy, _number(r.energy_wh), "n/a" if not math.isfinite(change) else f"{change:+.1%}",
+            _number(r.mean_power_w), _number(r.gpu_hours, 2), f"{r.cost_usd:,.2f}", _number(r.co2_g),
+            _number(r.p50_s, 2), _number(r.p95_s, 2), _number(r.p99_s, 2), f"{r.slo_attainment:.1%}",
+            f"{r.within_slo_share:.1%}", str(r.replica_changes), str(r.unserved),
+        ])
+    first = runs[0].result
+    return "\n".join([
+        f"Simulation of {workload.name}: {len(workload):,} requests over {workload.duration_s / 60:.1f} min "
+        f"(rate x{args.rate_scale:g}), models {', '.join(workload.models)}; SLO P95 <= {first.slo_p95_e2e_s:g} s; "
+        f"table: {_provenance(table)}; request cost "
+        f"{'by its own token lengths' if not args.no_length_scaling else 'of its query type profiled lengths'}",
+        format_table(headers, rows),
+        "SLO att.: share of 60 s windows whose P95 meets the SLO; reqs<=SLO: share of requests within it.",
+        TRACE_CREDITS[args.format],
+    ])
+
+
+def _replay_table(measured: ReplayReport, trace: Trace, args: argparse.Namespace) -> str:
+    headers = ["sent", "ok", "P50 s", "P95 s", "P99 s", "req/s", "worst send lateness s", "query types"]
+    row = [str(measured.sent), str(measured.succeeded), _number(measured.p50_s, 3), _number(measured.p95_s, 3),
+           _number(measured.p99_s, 3), _number(measured.throughput_rps, 2), _number(measured.max_send_lateness_s, 3),
+           ", ".join(f"{k}:{v}" for k, v in sorted(measured.query_types.items()))]
+    failures = [f"request {r.index}: HTTP {r.status_code} {r.error}" for r in measured.records if r.status_code != 200]
+    return "\n".join([f"Replay of {trace.name} against {args.url}", format_table(headers, [row]), *failures[:10],
+                      TRACE_CREDITS[args.format]])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""The HCT reduced, under one SLO, to what each route can run on each device pool.
+
+The planner and the simulator ask the same question per (model, query type,
+pool): which shapes can serve it, with which configuration, at what MSRR and
+power. The answer comes back as the scaling core's own ShapeOption and
+RouteCapacity, so Algorithm 1 runs on exactly what the live autoscaler would
+see, plus the ServiceCurve the power and latency predictions need.
+
+The MSRR is recomputed for the SLO asked for from the load points (the best
+throughput whose P95 meets it), so one table answers for any SLO its load
+points cover. A row without load points keeps its own MSRR when it was
+measured under the same or a stricter SLO, and counts as infeasible under a
+stricter one, since nothing says what it would do there.
+
+Built once per (table, SLO) with the rows grouped into numpy arrays, because
+a 1,000-GPU plan asks this for hundreds of routes and pandas filtering per
+route would dominate it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from oasis_ray.planning.config_choice import Candidates, ConfigChoice, choose_configuration
+from oasis_ray.profiling.hct import HardwareCostTable
+from oasis_ray.planning.inventory import DevicePool
+from oasis_ray.planning.mig_placement import MIG_GEOMETRIES
+from oasis_ray.query_types import QueryType
+from oasis_ray.scaling.shapes import CPU, FULL_GPU, RouteCapacity, ShapeOption
+from oasis_ray.planning.service_curves import LoadPoints, ServiceCurve, service_curve
+
+DEFAULT_CLOCK = -1
+
+
+def route_name(model_id: str, query_type: QueryType) -> str:
+    """Planner and simulator routes are one per (model, query type), as in the paper."""
+    return f"{model_id}/{query_type.value}"
+
+
+@dataclass(frozen=True)
+class ShapeChoice:
+    """A shape the route can run on: Algorithm 1's option, the HCT row it came from, and (on demand) its curve.
+
+    The curve is built on first use: a plan needs it only for the shape
+    Algorithm 1 picks, and most routes have five or six shapes.
+    """
+
+    option: ShapeOption
+    trial_id: str
+    build_curve: Callable[[], ServiceCurve] = field(repr=False)
+
+    @functools.cached_property
+    def curve(self) -> ServiceCurve:
+        return self.build_curve()
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One (model, query type)'s ok rows as arrays, in table order."""
+
+    positions: np.ndarray
+    shape: np.ndarray
+    accelerator_type: np.ndarray
+    accelerator_unknown: np.ndarray
+    candidates: Candidates
+    power_at_msrr_w: np.ndarray
+
+
+class ServiceTable:
+    def __init__(self, table: HardwareCostTable, slo_p95_e2e_s: float) -> None:
+        if not (math.isfinite(slo_p95_e2e_s) and slo_p95_e2e_s > 0):
+            raise ValueError(f"slo_p95_e2e_s: must be a positive number of seconds, got {slo_p95_e2e_s!r}")
+        self.slo_p95_e2e_s = slo_p95_e2e_s
+        rows = table.rows[table.rows["status"] == "ok"].reset_index(drop=True)
+        self._rows = rows
+        self._points = table.load_points.sort_values(["trial_id", "order"], kind="stable").reset_index(drop=True)
+        self._point_ids = self._points["trial_id"].to_numpy(dtype=object)
+        self._point_columns = {
+            "concurrency": self._points["concurrency"].to_numpy(dtype=float),
+            "requests_per_s": self._points["requests_per_s"].to_numpy(dtype=float),
+            "ttft_p50_s": self._points["ttft_p50_s"].to_numpy(dtype=float),
+            "e2e_p50_s": self._points["e2e_p50_s"].to_numpy(dtype=float),
+            "e2e_p95_s": self._points["e2e_p95_s"].to_numpy(dtype=float),
+            "e2e_p99_s": self._points["e2e_p99_s"].to_numpy(dtype=float),
+            "power_w": self._points["mean_power_w"].to_numpy(dtype=float, na_value=np.nan),
+        }
+        self._trial_ids = rows["trial_id"].to_numpy(dtype=object)
+        self._lengths = rows[["input_tokens", "output_tokens"]].to_numpy(dtype=np.int64)
+        msrr, power = self._msrr_under_slo(rows)
+        self._groups = self._group(rows, msrr, power)
+
+    def shape_choices(
+        self, model_id: str, query_type: QueryType, pool: DevicePool, mode: ConfigChoice, *, allow_mig: bool = True
+    ) -> list[ShapeChoice]:
+        """Every shape of the pool on which some configuration meets the SLO, whole unit first."""
+        group = self._groups.get((model_id, query_type.value))
+        if group is None:
+            return []
+        choices = []
+        for shape in self._pool_shapes(pool, allow_mig):
+            on_shape = np.flatnonzero(_matches(group, shape, pool))
+            if not on_shape.size:
+                continue
+            chosen = choose_configuration(_subset(group.candidates, on_shape), mode)
+            if chosen is not None:
+                choices.append(self._choice(group, int(on_shape[chosen]), shape, pool))
+        return choices
+
+    def route_capacity(
+        self, model_id: str, query_type: QueryType, pool: DevicePool, mode: ConfigChoice, *, allow_mig: bool = True
+    ) -> tuple[RouteCapacity, dict[str, ShapeChoice]] | None:
+        """The route's capacity on the pool for Algorithm 1; None when the whole unit cannot meet the SLO."""
+        choices = self.shape_choices(model_id, query_type, pool, mode, allow_mig=allow_mig)
+        if not choices or choices[0].option.shape != pool.whole_shape:
+            return None
+        capacity = RouteCapacity(route=route_name(model_id, query_type), options=tuple(c.option for c in choices))
+        return capacity, {choice.option.shape: choice for choice in choices}
+
+    def _pool_shapes(self, pool: DevicePool, allow_mig: bool) -> list[str]:
+        shapes = [pool.whole_shape]
+        if allow_mig and pool.mig_geometry is not None:
+            shapes += sorted(MIG_GEOMETRIES[pool.mig_geometry], key=lambda name: (int(name[0]), name))
+        return shapes
+
+    def _choice(self, group: _Group, index: int, shape: str, pool: DevicePool) -> ShapeChoice:
+        position = int(group.positions[index])
+        msrr = float(group.candidates.msrr_rps[index])
+        power = float(group.power_at_msrr_w[index])
+        clock = int(group.candidates.clock_mhz[index])
+        option = ShapeOption(
+            shape=shape,
+            msrr_rps=msrr,
+            power_w=power if math.isfinite(power) and power > 0 else None,
+            clock_mhz=None if clock == DEFAULT_CLOCK else clock,
+            max_num_seqs=int(group.candidates.max_num_seqs[index]),
+            variant=str(group.candidates.variant[index]),
+        )
+
+        def build_curve() -> ServiceCurve:
+            input_tokens, output_tokens = (int(n) for n in self._lengths[position])
+            return service_curve(self._load_points(position), msrr_rps=msrr, idle_power_w=pool.idle_power_w,
+                                 gpu_fraction=option.gpu_fraction, input_tokens=input_tokens,
+                                 output_tokens=output_tokens)
+
+        return ShapeChoice(option=option, trial_id=str(self._trial_ids[position]), build_curve=build_curve)
+
+    def _load_points(self, position: int) -> LoadPoints:
+        """The trial's points, or its row alone (at its MSRR) when the table has none for it."""
+        trial_id = self._trial_ids[position]
+        lo = int(np.searchsorted(self._point_ids, trial_id, side="left"))
+        hi = int(np.searchsorted(self._point_ids, trial_id, side="right"))
+        if hi == lo:
+            return _row_as_point(self._rows.iloc[position])
+        columns = self._point_columns
+        return LoadPoints(**{name: values[lo:hi] for name, values in columns.items()})
+
+    def _msrr_under_slo(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        points = self._points
+        passing = points[points["e2e_p95_s"] <= self.slo_p95_e2e_s]
+        best = passing.loc[passing.groupby("trial_id", sort=False)["requests_per_s"].idxmax()]
+        best = best.set_index("trial_id")
+        has_points = rows["trial_id"].isin(set(self._point_ids)).to_numpy()
+        msrr = rows["trial_id"].map(best["requests_per_s"]).to_numpy(dtype=float, na_value=0.0)
+        power = rows["trial_id"].map(best["mean_power_w"]).to_numpy(dtype=float, na_value=np.nan)
+        row_holds = (rows["slo_p95_e2e_s"] <= self.slo_p95_e2e_s).to_numpy()
+        msrr = np.where(has_points, msrr, np.where(row_holds, rows["msrr_req_s"].to_numpy(dtype=float), 0.0))
+        power = np.where(has_points, power, rows["mean_power_w"].to_numpy(dtype=float, na_value=np.nan))
+        return msrr, power
+
+    @staticmethod
+    def _group(rows: pd.DataFrame, msrr: np.ndarray, power: np.ndarray) -> dict[tuple[str, str], _Group]:
+        kind = rows["hardware_kind"].to_numpy(dtype=object)
+        mig = rows["mig_profile"].to_numpy(dtype=object)
+        shape = np.where(kind == "mig", mig, np.where(kind == "cpu", CPU, FULL_GPU))
+        clock = rows["clock_mhz"].astype("Float64").fillna(DEFAULT_CLOCK).to_numpy(dtype=np.int64)
+        batch = rows["max_num_seqs"].to_numpy(dtype=np.int64)
+        variant = rows["variant"].to_numpy(dtype=object)
+        accelerator = rows["accelerator_type"].to_numpy(dtype=object)
+        unknown = rows["accelerator_type"].isna().to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            energy = np.where(msrr > 0, power / msrr, np.nan)
+        groups: dict[tuple[str, str], _Group] = {}
+        for key, positions in rows.groupby(["model_id", "query_type"], sort=False).indices.items():
+            at = np.sort(positions)
+            groups[(str(key[0]), str(key[1]))] = _Group(
+                positions=at,
+                shape=shape[at],
+                accelerator_type=accelerator[at],
+                accelerator_unknown=unknown[at],
+                candidates=Candidates(
+                    clock_mhz=clock[at], max_num_seqs=batch[at], variant=variant[at], msrr_rps=msrr[at],
+                    energy_per_request_j=energy[at],
+                ),
+                power_at_msrr_w=power[at],
+            )
+        return groups
+
+
+def _matches(group: _Group, shape: str, pool: DevicePool) -> np.ndarray:
+    """Rows measured on this shape of this pool's devices; MIG rows of real sweeps carry no accelerator type."""
+    on_shape = group.shape == shape
+    if pool.accelerator_type is None or shape == CPU:
+        return on_shape
+    same_device = group.accelerator_type == pool.accelerator_type
+    if shape == FULL_GPU:
+        return on_shape & same_device
+    return on_shape & (same_device | group.accelerator_unknown)
+
+
+def _row_as_point(row: pd.Series) -> LoadPoints:
+    def one(name: str) -> np.ndarray:
+        value = row[name]
+        return np.asarray([math.nan if pd.isna(value) else float(value)])
+
+    return LoadPoints(
+        concurrency=np.asarray([1.0]),
+        requests_per_s=one("msrr_req_s"),
+        ttft_p50_s=one("ttft_p50_s"),
+        e2e_p50_s=one("e2e_p50_s"),
+        e2e_p95_s=one("e2e_p95_s"),
+        e2e_p99_s=one("e2e_p99_s"),
+        power_w=one("mean_power_w"),
+    )
+
+
+def _subset(candidates: Candidates, at: np.ndarray) -> Candidates:
+    return Candidates(
+        clock_mhz=candidates.clock_mhz[at],
+        max_num_seqs=candidates.max_num_seqs[at],
+        variant=candidates.variant[at],
+        msrr_rps=candidates.msrr_rps[at],
+        energy_per_request_j=candidates.energy_per_request_j[at],
+    )

@@ -1,0 +1,75 @@
+"""Meter readings for the device a trial profiles: the GPU's NVML counters, or nothing, said plainly.
+
+A trial reads its device at the two ends of each measurement window. On a
+whole GPU that is NVML's total-energy counter and SM clock; on CPU and on a
+MIG slice there is no meter for the trial's own share (NVML meters a MIG
+slice's parent GPU, which other slices share), so readings carry None and the
+cost table records power as unavailable rather than as a number that
+describes something else.
+"""
+
+from __future__ import annotations
+
+import time
+from types import ModuleType
+from typing import Protocol
+
+from oasis_ray.profiling.measurement import PowerReading
+from oasis_ray.telemetry.nvml import NvmlReader, NvmlUnavailable
+
+
+class PowerProbe(Protocol):
+    device_name: str | None
+    driver_version: str | None
+    unavailable_reason: str | None
+
+    def read(self) -> PowerReading: ...
+
+    def close(self) -> None: ...
+
+
+class NoPowerProbe:
+    """A device without a meter of its own; `unavailable_reason` says why."""
+
+    def __init__(self, reason: str, device_name: str | None = None, driver_version: str | None = None) -> None:
+        self.unavailable_reason: str | None = reason
+        self.device_name = device_name
+        self.driver_version = driver_version
+
+    def read(self) -> PowerReading:
+        return PowerReading(timestamp_s=time.time(), energy_mj=None, sm_clock_mhz=None)
+
+    def close(self) -> None:
+        return None
+
+
+class NvmlPowerProbe:
+    """One whole GPU through an open NvmlReader."""
+
+    def __init__(self, reader: NvmlReader, gpu_index: int) -> None:
+        self._reader = reader
+        self._index = gpu_index
+        first = reader.sample(gpu_index)
+        self.device_name: str | None = first.name
+        self.driver_version: str | None = reader.driver_version
+        self.unavailable_reason: str | None = (
+            "this GPU has no total-energy counter" if "energy_mj" in first.unsupported else None
+        )
+
+    def read(self) -> PowerReading:
+        sample = self._reader.sample(self._index)
+        return PowerReading(
+            timestamp_s=sample.timestamp_s, energy_mj=sample.energy_mj, sm_clock_mhz=sample.sm_clock_mhz
+        )
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def open_gpu_probe(gpu_index: int, nvml: ModuleType | None = None) -> PowerProbe:
+    """The GPU's probe, or a NoPowerProbe carrying NVML's reason when NVML cannot be used."""
+    try:
+        reader = NvmlReader(nvml)
+    except NvmlUnavailable as error:
+        return NoPowerProbe(f"NVML unavailable: {error}")
+    return NvmlPowerProbe(reader, gpu_index)

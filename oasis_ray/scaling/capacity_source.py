@@ -1,0 +1,47 @@
+"""The cost table as the live autoscaler reads it: reloaded when the file changes, never lost on a bad read.
+
+A table that cannot be read at startup stops startup; one that turns bad at
+run time (a half-copied file, a wrong schema) keeps the last good capacities
+and says so loudly, because scaling on no table would be worse than scaling
+on the previous one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from oasis_ray.scaling.capacity import route_capacities
+from oasis_ray.config import OasisAppConfig
+from oasis_ray.profiling.hct import load_hct
+from oasis_ray.scaling.shapes import RouteCapacity
+
+logger = logging.getLogger(__name__)
+
+
+def _fingerprint(path: Path) -> tuple[float, ...]:
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return tuple(os.stat(f).st_mtime for f in files if f.is_file())
+
+
+class CapacitySource:
+    def __init__(self, config: OasisAppConfig):
+        if config.autoscaling is None:
+            raise ValueError("autoscaling: not configured")
+        self._config = config
+        self._path = config.autoscaling.table_path()
+        self._seen = _fingerprint(self._path)
+        self._capacities = route_capacities(config, load_hct(self._path).rows)
+
+    def capacities(self) -> tuple[RouteCapacity, ...]:
+        try:
+            seen = _fingerprint(self._path)
+            if seen != self._seen:
+                self._seen = seen
+                self._capacities = route_capacities(self._config, load_hct(self._path).rows)
+                logger.info("oasis autoscaling: reloaded the cost table from %s", self._path)
+        except (OSError, ValueError) as error:
+            logger.error("oasis autoscaling: cannot read the cost table %s (%s); keeping the last good one",
+                         self._path, error)
+        return self._capacities
