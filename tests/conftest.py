@@ -82,3 +82,14 @@ def openai_client(oasis_app: str):
     from openai import OpenAI
 
     return OpenAI(base_url=f"{oasis_app}/v1", api_key=API_KEY, max_retries=0, timeout=120)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the profiling-job tests first, before the shared cluster starts.
+
+    They run a Ray cluster of their own, and every Ray cluster's dashboard
+    agent binds the same fixed port (52365, which ray.init cannot change); with
+    the shared cluster up, the second agent never starts and jobs cannot be
+    submitted. The sort is stable, so every other test keeps its order.
+    """
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/test_profiling_job.py"))
