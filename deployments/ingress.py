@@ -34,7 +34,7 @@ from deployments.http_guards import ApiKeyMiddleware, MaxBodyMiddleware
 from deployments.observed_response import StreamObservation, completion_tokens, timed_stream
 from deployments.running_replicas import RunningReplicas
 from oasis_ray.api import GenerateRequest, GenerateResponse, OasisRequestError
-from oasis_ray.config import OasisAppConfig, route_key
+from oasis_ray.config import AutoscalingSettings, OasisAppConfig, route_key
 from oasis_ray.query_types import QueryType
 from oasis_ray.request_rates import RATE_METRIC_PREFIX, RateWindow
 from oasis_ray.routing import QueryRouter, RouteDecision
@@ -113,18 +113,17 @@ class OasisIngress(OpenAiIngress):
         self._counters = {model_id: TokenCounter(source) for model_id, source in model_sources.items()}
         self._balancer = ShapeBalancer({r.key: r.cold_start_shape for r in config.routes})
         self._running = RunningReplicas(shape_handles)
-        window_s = config.autoscaling.rate_window_s if config.autoscaling else 30.0
-        self._rates = RateWindow(window_s, started_s=time.monotonic())
+        settings = config.autoscaling or AutoscalingSettings(hct_path="")
+        self._rates = RateWindow(settings.rate_window_s, started_s=time.monotonic())
         self._telemetry = build_telemetry(config.telemetry)
         default_handles = {
             m.model_id: next(iter(shape_handles[route_key(m.model_id, m.default_route)].values()))
             for m in config.models
         }
-        super().__init__(llm_deployments=default_handles, model_cards=self._model_cards_for(config))
+        super().__init__(llm_deployments=default_handles, model_cards=self._model_cards())
 
-    @staticmethod
-    def _model_cards_for(config: OasisAppConfig) -> dict[str, ModelCard]:
-        router = QueryRouter(config)
+    def _model_cards(self) -> dict[str, ModelCard]:
+        """OpenAI model cards that also tell clients the model's tau and the route of each query type."""
         return {
             m.model_id: ModelCard(
                 id=m.model_id,
@@ -133,10 +132,10 @@ class OasisIngress(OpenAiIngress):
                 permission=[],
                 metadata={
                     "tau_tokens": m.tau_tokens,
-                    "routes": {qt.value: router.route_name(m.model_id, qt) for qt in QueryType},
+                    "routes": {qt.value: self._router.route_name(m.model_id, qt) for qt in QueryType},
                 },
             )
-            for m in config.models
+            for m in self._config.models
         }
 
     def _get_configured_serve_handle(self, model_id: str) -> DeploymentHandle:
