@@ -256,9 +256,6 @@ class OasisAppConfig(_Strict):
     def model(self, model_id: str) -> ModelConfig:
         return next(m for m in self.models if m.model_id == model_id)
 
-    def routes_of(self, model_id: str) -> list[RouteConfig]:
-        return [r for r in self.routes if r.model == model_id]
-
     def route(self, model_id: str, name: str) -> RouteConfig:
         return next(r for r in self.routes if r.model == model_id and r.name == name)
 

@@ -39,6 +39,6 @@ class TokenCounter:
         except Exception as exc:  # the template itself rejects the conversation
             raise OasisRequestError(400, f"messages cannot be rendered by the model's chat template: {exc}",
                                     param="messages") from exc
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
+        if hasattr(ids, "keys"):  # newer transformers return a BatchEncoding
             ids = ids["input_ids"]
         return len(ids)

@@ -45,8 +45,7 @@ def test_short_prompt_long_output_goes_to_silo_route(openai_client):
     ],
 )
 def test_tau_boundary(openai_client, input_tokens, max_tokens, query_type, route):
-    headers, _ = _complete(openai_client, prompt=[TOKEN] * input_tokens, max_tokens=max_tokens, stream=False,
-                           extra_body={"ignore_eos": False})
+    headers, _ = _complete(openai_client, prompt=[TOKEN] * input_tokens, max_tokens=max_tokens)
     assert (headers["x-oasis-query-type"], headers["x-oasis-route"]) == (query_type, route)
     assert headers["x-oasis-input-tokens"] == str(input_tokens)
 

@@ -44,10 +44,6 @@ class DevicePool(BaseModel):
         return self
 
     @property
-    def mig_capable(self) -> bool:
-        return self.mig_geometry is not None
-
-    @property
     def whole_shape(self) -> str:
         return CPU if self.kind == "cpu" else FULL_GPU
 
