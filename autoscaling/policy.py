@@ -17,22 +17,29 @@ to 0 so the core's own cooldowns and hysteresis are the only damping.
 
 The core's state rides in Serve's policy_state; Serve drops it on redeploy, and
 the core is built to start from none (it takes the running replicas as the plan).
+
+Each change is also posted to the app's decision board (autoscaling/decision_board.py),
+from which the ingress exports it as the oasis.scaling.decisions metric and
+shows it in the status view.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ray.serve._private.common import DeploymentID
 from ray.serve.config import AutoscalingContext
 
+from autoscaling.decision_board import open_board
 from oasis_ray.scaling.capacity import scaling_config_for
 from oasis_ray.scaling.capacity_source import CapacitySource
 from oasis_ray.config import INGRESS_DEPLOYMENT, parse_config
 from oasis_ray.request_rates import RATE_METRIC_PREFIX
 from oasis_ray.scaling.core import TickInput, decide
+from oasis_ray.scaling.record import ScalingRecord
 from oasis_ray.scaling.state import ScalingState
 
 logger = logging.getLogger("ray.serve")
@@ -51,13 +58,16 @@ def route_rates(ingress: AutoscalingContext | None) -> dict[str, float]:
 
 
 class OasisAutoscalingPolicy:
-    def __init__(self, app_args: dict[str, Any]):
+    def __init__(self, app_args: dict[str, Any], board_opener: Callable[[str], Any] = open_board):
+        """`board_opener` gives the app's decision board by app name; tests outside Ray pass their own."""
         config = parse_config(app_args)
         self._scaling = scaling_config_for(config)
         self._capacities = CapacitySource(config)
         self._shape_of = {
             route.deployment_name(shape): (route.key, shape) for route in config.routes for shape in route.shapes()
         }
+        self._board_opener = board_opener
+        self._board: Any = None
 
     def __call__(
         self, contexts: dict[DeploymentID, AutoscalingContext]
@@ -88,8 +98,11 @@ class OasisAutoscalingPolicy:
         )
         decision, ticked = decide(tick)
         state = ScalingState(routes={**stored.routes, **ticked.routes})
-        for record in decision.changes():
+        changes = decision.changes()
+        for record in changes:
             logger.info("oasis scaling %s", record.log_line())
+        if changes:
+            self._post(ingress_id.app_name if ingress_id else next(iter(contexts)).app_name, changes)
         targets = decision.targets()
         replicas = {
             deployment_id: targets[key][shape]
@@ -99,6 +112,16 @@ class OasisAutoscalingPolicy:
             if key in targets
         }
         return replicas, _policy_state(ingress_id, state)
+
+    def _post(self, app_name: str, changes: list[ScalingRecord]) -> None:
+        """Fire and forget: a board that cannot be reached must never hold up or break scaling."""
+        try:
+            if self._board is None:
+                self._board = self._board_opener(app_name)
+            self._board.post.remote(changes)
+        except Exception:
+            self._board = None
+            logger.warning("oasis scaling: could not post decisions to the board", exc_info=True)
 
 
 def _policy_state(ingress_id: DeploymentID | None, state: ScalingState) -> dict[DeploymentID, dict[str, Any]]:

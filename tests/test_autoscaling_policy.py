@@ -16,6 +16,7 @@ from oasis_ray.scaling.capacity import CapacityError, route_capacities, scaling_
 from oasis_ray.config import INGRESS_DEPLOYMENT, parse_config
 from oasis_ray.profiling.hct import load_hct
 from oasis_ray.request_rates import RATE_METRIC_PREFIX
+from oasis_ray.scaling.record import ScalingRecord
 from tests.conftest import MODEL_ID, app_config
 from tests.hct_factory import hct_row, write_table
 
@@ -106,12 +107,29 @@ def _tick(policy: OasisAutoscalingPolicy, rates: dict[str, float], running: dict
     return {f"{names[d.name][0]}@{names[d.name][1]}": n for d, n in decisions.items()}, policy_state
 
 
+class _RecordingBoard:
+    """Stands in for the decision board actor (a Ray actor; these tests run without Ray)."""
+
+    def __init__(self) -> None:
+        self.posted: list[ScalingRecord] = []
+        self.post = self
+
+    def remote(self, records: list[ScalingRecord]) -> None:
+        self.posted.extend(records)
+
+
 class _Policy(OasisAutoscalingPolicy):
     """The real policy, remembering its args so a test can name the deployments it sees."""
 
     def __init__(self, app_args: dict[str, Any]):
-        super().__init__(app_args=app_args)
+        self.board = _RecordingBoard()
+        self.boards_opened: list[str] = []
+        super().__init__(app_args=app_args, board_opener=self._open)
         self.app_args = app_args
+
+    def _open(self, app_name: str) -> _RecordingBoard:
+        self.boards_opened.append(app_name)
+        return self.board
 
 
 @pytest.fixture
@@ -133,6 +151,13 @@ def test_burst_takes_full_units_up_to_the_route_max(policy):
     targets, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
     assert targets[f"{SHORT}@cpu"] == 2
     assert targets[f"{LONG}@cpu"] == 1
+
+
+def test_changes_are_posted_to_the_apps_board_and_holds_are_not(policy):
+    running = {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1}
+    _tick(policy, {SHORT: 3.0, LONG: 0.2}, running)
+    assert [(r.route, r.action) for r in policy.board.posted] == [(SHORT, "scale_up")]
+    assert policy.boards_opened == [APP]
 
 
 def test_routes_without_a_rate_report_are_left_to_serve(policy):
