@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from contextvars import ContextVar
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
@@ -27,20 +30,25 @@ from ray.llm._internal.serve.core.configs.openai_api_models import (
     ModelCard,
     OpenAIHTTPException,
 )
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from vllm.exceptions import VLLMClientError
 
+from deployments.app_observer import AppObserver
 from deployments.http_guards import ApiKeyMiddleware, MaxBodyMiddleware
 from deployments.observed_response import StreamObservation, completion_tokens, timed_stream
 from deployments.running_replicas import RunningReplicas
 from oasis_ray.api import GenerateRequest, GenerateResponse, OasisRequestError
 from oasis_ray.config import AutoscalingSettings, OasisAppConfig, route_key
+from oasis_ray.profiling.hct import load_hct
 from oasis_ray.query_types import QueryType
 from oasis_ray.request_rates import RATE_METRIC_PREFIX, RateWindow
 from oasis_ray.routing import QueryRouter, RouteDecision
 from oasis_ray.shape_choice import ShapeBalancer
 from oasis_ray.telemetry.instruments import build_telemetry, request_attributes
 from oasis_ray.telemetry.export import MetricPoint, SpanRecord
+from oasis_ray.telemetry.latency_window import LatencyWindow
+from oasis_ray.telemetry.request_energy import EnergyOwner
+from oasis_ray.telemetry.status_view import QueryTypeStatus, RouteStatus, StatusSnapshot, render_status
 from oasis_ray.tokens import TokenCounter
 
 logger = logging.getLogger("ray.serve")
@@ -55,7 +63,10 @@ ENDPOINTS = {
     "completions": lambda app: app.post("/v1/completions"),
     "chat": lambda app: app.post("/v1/chat/completions"),
     "health": lambda app: app.get("/health"),
+    "status": lambda app: app.get("/oasis/status"),
 }
+
+ENERGY_HEADER = "x-oasis-energy-j"
 
 
 def error_response(error: OasisRequestError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -114,8 +125,17 @@ class OasisIngress(OpenAiIngress):
         self._balancer = ShapeBalancer({r.key: r.cold_start_shape for r in config.routes})
         self._running = RunningReplicas(shape_handles)
         settings = config.autoscaling or AutoscalingSettings(hct_path="")
+        self._window_s = settings.rate_window_s
         self._rates = RateWindow(settings.rate_window_s, started_s=time.monotonic())
+        self._type_rates = RateWindow(settings.rate_window_s, started_s=time.monotonic())
+        self._latencies = LatencyWindow(settings.rate_window_s)
+        self._slo_p95_e2e_s = load_hct(settings.table_path()).metadata.slo.p95_e2e_s if config.autoscaling else None
         self._telemetry = build_telemetry(config.telemetry)
+        self._observer = (
+            AppObserver(serve.get_replica_context().app_name, self._telemetry, self._running,
+                        config.telemetry.gpu_sample_period_s, settings.rate_window_s)
+            if config.telemetry.enabled else None
+        )
         default_handles = {
             m.model_id: next(iter(shape_handles[route_key(m.model_id, m.default_route)].values()))
             for m in config.models
@@ -173,6 +193,7 @@ class OasisIngress(OpenAiIngress):
         if budget is None:
             budget = body.max_tokens = self._config.default_max_tokens
         decision = self._router.decide(model_id, input_tokens, budget)
+        self._type_rates.record(_type_key(decision.model_id, decision.query_type), time.monotonic())
         logger.info(
             "oasis route model=%s query_type=%s route=%s input_tokens=%d max_tokens=%d",
             decision.model_id, decision.query_type.value, decision.route, decision.input_tokens,
@@ -186,22 +207,48 @@ class OasisIngress(OpenAiIngress):
         attributes = request_attributes(model=decision.model_id, query_type=decision.query_type,
                                         route=decision.route, input_tokens=decision.input_tokens)
         with self._telemetry.span("oasis.ingress", attributes) as span:
+            carrier = self._telemetry.inject()
             with self._telemetry.span("oasis.route", {**attributes, "oasis.shape": target[1]}):
                 response = await self._call_route(body, decision, target, method, request)
             span.set_attributes(request_attributes(status_code=response.status_code))
         response.headers.update({**decision.headers(), "x-oasis-shape": target[1]})
         if isinstance(response, StreamingResponse):
             observation = StreamObservation(started_s=started)
-            response.body_iterator = timed_stream(
-                response.body_iterator, observation,
-                lambda finished: self._record(decision, response.status_code, finished - started,
-                                              observation.output_tokens, observation.ttft_s(),
-                                              observation.tpot_s(finished)),
-            )
+
+            def on_done(finished: float) -> None:
+                self._record(decision, response.status_code, finished - started, observation.output_tokens,
+                             observation.ttft_s(), observation.tpot_s(finished))
+                self._served(decision, response.status_code, observation.output_tokens, carrier)
+
+            response.body_iterator = timed_stream(response.body_iterator, observation, on_done)
         else:
-            self._record(decision, response.status_code, time.perf_counter() - started,
-                         completion_tokens(response.body), None, None)
+            output_tokens = completion_tokens(response.body)
+            self._record(decision, response.status_code, time.perf_counter() - started, output_tokens, None, None)
+            request_id = self._served(decision, response.status_code, output_tokens, carrier,
+                                      awaited=self._config.telemetry.energy_header)
+            if self._config.telemetry.energy_header:
+                response.headers[ENERGY_HEADER] = await self._energy_header(request_id)
         return response
+
+    def _served(self, decision: RouteDecision, status_code: int, output_tokens: int, carrier: dict[str, str],
+                *, awaited: bool = False) -> str | None:
+        """Hand an answered request's tokens to per-request energy; its id, if it was counted."""
+        if self._observer is None or status_code != 200:
+            return None
+        request_id = uuid.uuid4().hex
+        self._observer.energy.served(request_id, decision.input_tokens + output_tokens, time.time())
+        owner = EnergyOwner(decision.model_id, decision.query_type, decision.route, carrier)
+        self._observer.energy.finish(request_id, owner, awaited=awaited)
+        return request_id
+
+    async def _energy_header(self, request_id: str | None) -> str:
+        """Joules, or "unavailable" when not measured, not settled within three sample periods, or not counted."""
+        if request_id is None or self._observer is None:
+            return "unavailable"
+        energy_j = await self._observer.energy.energy_of(
+            request_id, timeout_s=3 * self._config.telemetry.gpu_sample_period_s + 1.0
+        )
+        return "unavailable" if energy_j is None else f"{energy_j:.6g}"
 
     async def _call_route(self, body, decision: RouteDecision, target: tuple[str, str], method: str,
                           request: Request) -> Response:
@@ -217,6 +264,8 @@ class OasisIngress(OpenAiIngress):
 
     def _record(self, decision: RouteDecision | None, status_code: int, e2e_s: float, output_tokens: int,
                 ttft_s: float | None, tpot_s: float | None) -> None:
+        if decision is not None and status_code == 200:
+            self._latencies.record(_type_key(decision.model_id, decision.query_type), time.monotonic(), e2e_s)
         self._telemetry.record_request(
             decision.model_id if decision else None, decision.query_type if decision else None,
             decision.route if decision else None, e2e_s=e2e_s, ttft_s=ttft_s, tpot_s=tpot_s,
@@ -227,6 +276,35 @@ class OasisIngress(OpenAiIngress):
     def _refuse(self, error: OasisRequestError, started: float) -> JSONResponse:
         self._record(None, error.status_code, time.perf_counter() - started, 0, None, None)
         return error_response(error)
+
+    def status_snapshot(self) -> StatusSnapshot:
+        """What `python -m deployments.status` and GET /oasis/status show; this replica's view of the app."""
+        now = time.monotonic()
+        self._running.refresh_soon()
+        routes = [RouteStatus(model=r.model, route=r.name, replicas=self._running.counts(r.key))
+                  for r in self._config.routes]
+        keys = [_type_key(m.model_id, qt) for m in self._config.models for qt in QueryType]
+        rates = self._type_rates.rates(now, keys)
+        p95 = self._latencies.p95(now)
+        query_types = [
+            QueryTypeStatus(model=m.model_id, query_type=qt, route=self._router.route_name(m.model_id, qt),
+                            rate_rps=rates[_type_key(m.model_id, qt)], p95_e2e_s=p95.get(_type_key(m.model_id, qt)),
+                            slo_p95_e2e_s=self._slo_p95_e2e_s)
+            for m in self._config.models for qt in QueryType
+        ]
+        observer = self._observer
+        return StatusSnapshot(
+            taken_at=datetime.now(UTC), window_s=self._window_s, routes=routes, query_types=query_types,
+            scaling=list(observer.decisions) if observer else [],
+            gpus=observer.gpus.statuses(time.time()) if observer else [],
+            gpu_status=self._telemetry.gpu_status(),
+        )
+
+    async def status(self, format: Literal["text", "json"] = "text") -> Response:
+        snapshot = self.status_snapshot()
+        if format == "json":
+            return Response(snapshot.model_dump_json(), media_type="application/json")
+        return PlainTextResponse(render_status(snapshot))
 
     def telemetry_snapshot(self) -> tuple[list[MetricPoint], list[SpanRecord]]:
         """What the in-memory exporter holds (telemetry.exporters: [memory]); for tests and debugging."""
@@ -277,6 +355,7 @@ class OasisIngress(OpenAiIngress):
         try:
             with self._telemetry.span("oasis.ingress", attributes), \
                     self._telemetry.span("oasis.route", {**attributes, "oasis.shape": target[1]}):
+                carrier = self._telemetry.inject()
                 first = await self._first_response(body, decision, target, method)
         except OasisRequestError as error:
             self._record(decision, error.status_code, time.perf_counter() - started, 0, None, None)
@@ -285,6 +364,7 @@ class OasisIngress(OpenAiIngress):
             self._record(decision, first.error.code, time.perf_counter() - started, 0, None, None)
             raise OasisRequestError(first.error.code, first.error.message, error_type=first.error.type)
         self._record(decision, 200, time.perf_counter() - started, first.usage.completion_tokens, None, None)
+        self._served(decision, 200, first.usage.completion_tokens, carrier)
         choice = first.choices[0]
         return GenerateResponse(
             model=decision.model_id,
@@ -304,6 +384,10 @@ class OasisIngress(OpenAiIngress):
             raise self._overloaded(decision) from None
         finally:
             _CHOSEN_TARGET.reset(token)
+
+
+def _type_key(model_id: str, query_type: QueryType) -> str:
+    return f"{model_id}/{query_type.value}"
 
 
 def _retry_after(exc: BackPressureError) -> str:

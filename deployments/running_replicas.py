@@ -33,6 +33,10 @@ class RunningReplicas:
     def counts(self, route_key: str) -> dict[str, int]:
         return self._counts.get(route_key, {})
 
+    def all_counts(self) -> dict[str, dict[str, int]]:
+        """Every route's shapes, zeros included (after the first refresh), keyed by route key."""
+        return self._counts
+
     def refresh_soon(self) -> None:
         stale = time.monotonic() - self._refreshed_at > REFRESH_PERIOD_S
         if stale and (self._refreshing is None or self._refreshing.done()):

@@ -244,6 +244,11 @@ class OasisAppConfig(_Strict):
                     problems.append(
                         f"routes[{i}].query_types: {qtype.value} of '{route.model}' is already served by route '{owner}'"
                     )
+        if self.telemetry.energy_header and self.ingress_replicas > 1:
+            problems.append(
+                "telemetry.energy_header: per-request energy needs ingress_replicas 1; each ingress replica "
+                "would split the whole GPUs' energy over only the requests it saw"
+            )
         for i, model in enumerate(self.models):
             if (model.model_id, model.default_route) not in seen_routes:
                 problems.append(

@@ -35,7 +35,8 @@ def app_config() -> dict[str, Any]:
         "default_max_tokens": 16,
         "api_key": API_KEY,
         "engine_env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"},
-        "telemetry": {"exporters": ["memory"]},
+        # A short sample period keeps the energy header's wait (one to two periods) small.
+        "telemetry": {"exporters": ["memory"], "energy_header": True, "gpu_sample_period_s": 0.25},
         "models": [{"model_id": MODEL_ID, "source": "embedded", "default_route": "short-output"}],
         "routes": [
             {

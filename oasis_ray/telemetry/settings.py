@@ -52,8 +52,10 @@ class TelemetryConfig(BaseModel):
     energy_header: bool = Field(
         False,
         description=(
-            "Add x-oasis-energy-j to responses. Off by default: a request's energy is known only once the GPU "
-            "sampler closes the interval it ended in, so the response waits up to one sample period for it."
+            "Add x-oasis-energy-j (joules, or 'unavailable') to non-streaming responses. Off by default: a "
+            "request's energy is known only once the GPU samplers close the interval it ended in, so the response "
+            "waits one to two sample periods for it (three at most, then 'unavailable'). Streams carry their "
+            "energy in the metric and the trace only, since their headers are sent first."
         ),
     )
     gpu_sample_period_s: float = Field(1.0, gt=0, description="Seconds between NVML samples (and energy intervals).")
@@ -77,6 +79,8 @@ class TelemetryConfig(BaseModel):
     def _settings_have_their_exporter(self) -> TelemetryConfig:
         if self.otlp_endpoint is not None and "otlp" not in self.exporters:
             raise ValueError("otlp_endpoint: set, but 'otlp' is not in exporters, so nothing would use it")
+        if self.energy_header and not self.enabled:
+            raise ValueError("energy_header: set, but telemetry is disabled, so no energy is ever measured")
         if self.prometheus_port is not None and "prometheus" not in self.exporters:
             raise ValueError("prometheus_port: set, but 'prometheus' is not in exporters, so it would serve nothing")
         return self
