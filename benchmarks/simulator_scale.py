@@ -38,7 +38,7 @@ from oasis_ray.planning.planner import PlanRequest, RouteDemand, plan
 from oasis_ray.query_types import QueryType
 from oasis_ray.planning.service_table import ServiceTable
 from oasis_ray.planning.sim_policies import SimulationSettings, oasis_joint_forecast, oasis_reactive, static_policy
-from oasis_ray.planning.sim_workload import Workload
+from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 from oasis_ray.planning.simulator import simulate
 from oasis_ray.planning.traces import Trace, load_azure_trace
 
@@ -104,7 +104,8 @@ def bench_simulator(trace: Trace) -> None:
         started = time.perf_counter()
         simulate(workload, policy, many, inventory.pools[0], inventory.prices, settings)
         wall = time.perf_counter() - started
-        print(f"{models:>10}  {len(workload.routes_present()):>7}  {policy.name:<22} {wall:8.2f}  "
+        routes = {(model, policy.routes.routes[QUERY_TYPES[code]]) for model, code in workload.routes_present()}
+        print(f"{models:>10}  {len(routes):>7}  {policy.name:<22} {wall:8.2f}  "
               f"{MANY_MODEL_REQUESTS / wall:10,.0f}")
 
 

@@ -20,8 +20,19 @@ from oasis_ray.profiling.hct import HCT_SCHEMA_VERSION, HardwareCostTable, HctMe
 from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.settings import ScalingConfig
+from oasis_ray.scaling.shapes import ShapeOption
 from oasis_ray.planning.service_table import ServiceTable
-from oasis_ray.planning.sim_policies import FixedGroup, FixedPolicy, OasisPolicy, SimulationSettings
+from oasis_ray.planning.paper_tables import PAPER_SLO_P95_E2E_S, paper_hct, paper_inventory
+from oasis_ray.planning.service_curves import ServiceCurve
+from oasis_ray.planning.service_table import ShapeChoice
+from oasis_ray.planning.sim_policies import (
+    FixedGroup,
+    FixedPolicy,
+    OasisPolicy,
+    SimulationSettings,
+    static_peak_policy,
+)
+from oasis_ray.planning.sim_routes import BY_OUTPUT, PER_TYPE, mixed_capacity
 from oasis_ray.planning.sim_queue import backlog, latency_from_quantiles, queue_waits, window_p95_attainment
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 from oasis_ray.planning.simulator import simulate
@@ -232,5 +243,102 @@ def test_simulate_compares_the_policies_on_a_real_azure_trace(
         assert f"{policy} " in printed
     assert results["static"]["peak_gpu_equivalents"] == 1.0
     assert results["oasis"]["replica_changes"] > 0
+    assert "routes by-output (route MSRR: mix)" in printed and "target utilisation 67% of MSRR" in printed
     assert "Azure LLM inference trace 2023" in printed and "CC-BY 4.0" in printed
     assert (tmp_path / "power.png").stat().st_size > 0
+
+
+# --- route grouping, route capacity, start-up provisioning -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def paper_service() -> ServiceTable:
+    return ServiceTable(paper_hct(), PAPER_SLO_P95_E2E_S)
+
+
+def _choice(shape: str, msrr_rps: float, power_w: float) -> ShapeChoice:
+    def no_curve() -> ServiceCurve:
+        raise AssertionError("the capacity must not need a curve")
+
+    return ShapeChoice(option=ShapeOption(shape=shape, msrr_rps=msrr_rps, power_w=power_w), trial_id=shape,
+                       build_curve=no_curve)
+
+
+def test_a_grouped_routes_msrr_is_the_harmonic_mix_or_the_slowest_type() -> None:
+    """1 in 4 requests at 1 req/s and 3 in 4 at 3 req/s: 0.25 x 1 s + 0.75 x 1/3 s = 0.5 s each, so 2 req/s."""
+    choices = [{QueryType.SISO: _choice("full-gpu", 3.0, 300.0), QueryType.LISO: _choice("full-gpu", 1.0, 200.0)}]
+    shares = {QueryType.SISO: 0.75, QueryType.LISO: 0.25}
+    plain = {"full-gpu": {QueryType.SISO: 1.0, QueryType.LISO: 1.0}}
+    mix = mixed_capacity("m/short-output", choices, shares, plain, "mix")
+    assert mix.whole_unit.msrr_rps == pytest.approx(2.0)
+    assert mix.whole_unit.power_w == pytest.approx(275.0)
+    assert mixed_capacity("m/short-output", choices, shares, plain, "slowest").whole_unit.msrr_rps == 1.0
+    # Requests twice as costly as the profiled ones halve what a replica serves.
+    doubled = {"full-gpu": {QueryType.SISO: 2.0, QueryType.LISO: 2.0}}
+    assert mixed_capacity("m/short-output", choices, shares, doubled, "mix").whole_unit.msrr_rps == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("mode", ["baseline", "one-at-a-time", "joint"])
+def test_one_shared_configuration_for_one_type_is_that_types_own_choice(paper_service: ServiceTable, mode: str) -> None:
+    pool = paper_inventory().pools[0]
+    for query_type in QueryType:
+        own = [c.option for c in paper_service.shape_choices("llama-3-8b", query_type, pool, mode)]
+        shared = [c[query_type].option for c in paper_service.shared_shape_choices(
+            "llama-3-8b", {query_type: 1.0}, pool, mode)]
+        assert shared == own
+
+
+def test_types_of_one_route_run_one_configuration(paper_service: ServiceTable) -> None:
+    pool = paper_inventory().pools[0]
+    shares = {QueryType.SISO: 0.4, QueryType.LISO: 0.6}
+    for by_type in paper_service.shared_shape_choices("llama-3-8b", shares, pool, "joint"):
+        configurations = {(c.option.shape, c.option.clock_mhz, c.option.max_num_seqs, c.option.variant)
+                          for c in by_type.values()}
+        assert len(configurations) == 1
+    # On its own SISO's best full-GPU configuration differs from the one it shares with LISO (the variant).
+    alone = paper_service.shape_choices("llama-3-8b", QueryType.SISO, pool, "joint")[0].option
+    shared = paper_service.shared_shape_choices("llama-3-8b", shares, pool, "joint")[0][QueryType.SISO].option
+    assert (alone.variant, shared.variant) == ("standard", "chunked_prefill")
+
+
+def _two_type_workload(rate_rps: float, seconds: float) -> Workload:
+    """SISO and LISO requests alternating at the profiled lengths, for the paper table's llama-3-8b."""
+    arrivals = _steady(rate_rps, seconds)
+    large = np.arange(len(arrivals)) % 2 == 1
+    inputs = np.where(large, 1000, 50)
+    return Workload.from_tokens("two-types", arrivals, inputs, np.full(len(arrivals), 50), ("llama-3-8b",))
+
+
+def test_types_sharing_a_route_share_its_replicas(paper_service: ServiceTable) -> None:
+    """0.6 req/s of SISO + LISO: one 1g slice for the mix, against a slice per type when each has its own route."""
+    inventory = paper_inventory()
+    workload = _two_type_workload(0.6, 600.0)
+    settings = SimulationSettings(slo_p95_e2e_s=PAPER_SLO_P95_E2E_S, drain_s=60.0)
+    runs = {}
+    for grouping in (BY_OUTPUT, PER_TYPE):
+        policy = OasisPolicy(name=grouping.name, config_choice="joint", routes=grouping,
+                             scaling=ScalingConfig(headroom=0.1))
+        runs[grouping.name] = simulate(workload, policy, paper_service, inventory.pools[0], inventory.prices, settings)
+    # The mix's MSRR on 1g.20gb is 1 / (0.5 / 1.02 + 0.5 / 0.729) = 0.85 req/s: one slice covers 0.66.
+    assert np.allclose(runs["by-output"].gpu_equivalents, 1 / 7)
+    assert np.allclose(runs["per-type"].gpu_equivalents, 2 / 7)
+    assert runs["by-output"].result.energy_wh < runs["per-type"].result.energy_wh
+    assert runs["by-output"].result.slo_attainment == 1.0
+
+
+def test_the_first_tick_provisions_for_the_ramp_before_a_scale_up_could_land(table: ServiceTable) -> None:
+    """0.1 req/s for 20 s, then 3 req/s: ready at t = 0 is what 3 x 1.1 needs (2 GPUs), not the first 30 s' mean."""
+    arrivals = np.concatenate((_steady(0.1, 20.0), _steady(3.0, 600.0, offset_s=20.2)))
+    run = simulate(_workload(arrivals), _oasis(), table, POOL, PRICES, _settings(load_window_s=10.0, drain_s=60.0))
+    assert run.gpu_equivalents[0] == 2.0
+    assert run.result.p99_s == LATENCY_S
+
+
+def test_static_peak_is_sized_for_the_requests_costs_when_lengths_count(table: ServiceTable) -> None:
+    """1.5 req/s of requests twice the profiled length: 1.5 x 2 / 2 x 1.1 = 1.65, so 2 GPUs, and 1 otherwise."""
+    arrivals = _steady(1.5, 300.0)
+    workload = Workload.from_tokens("long", arrivals, np.full(len(arrivals), 200), np.full(len(arrivals), 20),
+                                    (MODEL,))
+    for scale_by_length, replicas in ((True, 2), (False, 1)):
+        policy = static_peak_policy(workload, table, POOL, _settings(scale_by_length=scale_by_length), headroom=0.1)
+        assert policy.groups[0].replicas == replicas

@@ -39,9 +39,10 @@ from oasis_ray.planning.planner import Plan, PlanRequest, RouteDemand, plan
 from oasis_ray.query_types import QueryType
 from oasis_ray.planning.replay import EndpointSettings, run_replay
 from oasis_ray.planning.replay_plan import ReplayReport, replay_requests
-from oasis_ray.scaling.settings import ScalingConfig
 from oasis_ray.planning.service_table import ServiceTable
 from oasis_ray.planning.sim_policies import (
+    SIMULATION_HEADROOM,
+    STATIC_PEAK_HEADROOM,
     FixedPolicy,
     OasisPolicy,
     SimulationSettings,
@@ -50,6 +51,7 @@ from oasis_ray.planning.sim_policies import (
     static_peak_policy,
     static_policy,
 )
+from oasis_ray.planning.sim_routes import BY_OUTPUT, GROUPINGS
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 from oasis_ray.planning.simulator import SimRun, simulate
 from oasis_ray.planning.traces import Trace, TraceError, load_azure_trace, load_burstgpt_trace
@@ -99,7 +101,17 @@ def _parser() -> argparse.ArgumentParser:
     simulating.add_argument("--pool", help="the inventory pool to simulate (default: the first)")
     simulating.add_argument("--policies", default=",".join(POLICY_NAMES),
                             help=f"comma-separated, from {', '.join(POLICY_NAMES)}")
-    simulating.add_argument("--headroom", type=float, help="override the OASIS policies' headroom (default 0.1)")
+    simulating.add_argument("--headroom", type=float, default=SIMULATION_HEADROOM,
+                            help=f"the OASIS policies' headroom (default {SIMULATION_HEADROOM:g}: target utilisation "
+                                 f"{1 / (1 + SIMULATION_HEADROOM):.0%} of MSRR; the live default is 0.1)")
+    simulating.add_argument("--static-headroom", type=float, default=STATIC_PEAK_HEADROOM,
+                            help=f"static-peak's headroom over its busiest window (default {STATIC_PEAK_HEADROOM:g})")
+    simulating.add_argument("--routes", choices=tuple(GROUPINGS), default=BY_OUTPUT.name,
+                            help="how OASIS groups query types into routes: by-output as serve_config.yaml "
+                                 "(SISO+LISO, SILO+LILO; default) or per-type as the paper")
+    simulating.add_argument("--route-capacity", choices=("mix", "slowest"), default="mix",
+                            help="a grouped route's MSRR: harmonic by the trace's mix (default) or its slowest "
+                                 "type's, as the live adapter")
     simulating.add_argument("--startup-s", type=float, default=60.0, help="replica start-up time")
     simulating.add_argument("--tick-s", type=float, default=10.0, help="autoscaler interval")
     simulating.add_argument("--no-length-scaling", action="store_true",
@@ -162,10 +174,11 @@ def _simulate(args: argparse.Namespace) -> int:
                                   scale_by_length=not args.no_length_scaling)
     service = ServiceTable(table, slo)
     runs: list[SimRun] = []
-    for policy in _policies(args, workload, service, pool, settings):
+    policies = _policies(args, workload, service, pool, settings)
+    for policy in policies:
         with tqdm(total=100, desc=policy.name, unit="%", file=sys.stderr, leave=False) as bar:
             runs.append(simulate(workload, policy, service, pool, inventory.prices, settings, _bar_to(bar)))
-    print(_simulation_table(runs, trace, workload, table, args))
+    print(_simulation_table(runs, policies, workload, table, args))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         results = [run.result.model_dump(mode="json") for run in runs]
@@ -250,23 +263,18 @@ def _policies(
     unknown = sorted(set(names) - set(POLICY_NAMES))
     if unknown or not names:
         raise ValueError(f"--policies: unknown {unknown}; choose from {', '.join(POLICY_NAMES)}")
-    oasis = {policy.name: _with_headroom(policy, args.headroom) for policy in (oasis_reactive(), oasis_joint_forecast())}
-    headroom = oasis["oasis"].scaling.headroom
+    grouping = GROUPINGS[args.routes].model_copy(update={"capacity": args.route_capacity})
+    oasis = {
+        policy.name: policy.model_copy(update={"routes": grouping})
+        for policy in (oasis_reactive(args.headroom), oasis_joint_forecast(args.headroom))
+    }
     builders: dict[str, Callable[[], FixedPolicy | OasisPolicy]] = {
         "static": lambda: static_policy(workload.models),
-        "static-peak": lambda: static_peak_policy(workload, table, pool, settings, headroom),
+        "static-peak": lambda: static_peak_policy(workload, table, pool, settings, args.static_headroom),
         "oasis": lambda: oasis["oasis"],
         "oasis-joint-forecast": lambda: oasis["oasis-joint-forecast"],
     }
     return [builders[name]() for name in names]
-
-
-def _with_headroom(policy: OasisPolicy, headroom: float | None) -> OasisPolicy:
-    """The policy with another headroom, validated like any ScalingConfig."""
-    if headroom is None:
-        return policy
-    scaling = ScalingConfig.model_validate({**policy.scaling.model_dump(), "headroom": headroom})
-    return OasisPolicy(name=policy.name, config_choice=policy.config_choice, scaling=scaling)
 
 
 def _bar_to(bar: tqdm) -> Callable[[float], None]:
@@ -318,7 +326,8 @@ def _plan_table(result: Plan, table: HardwareCostTable) -> str:
 
 
 def _simulation_table(
-    runs: list[SimRun], trace: Trace, workload: Workload, table: HardwareCostTable, args: argparse.Namespace
+    runs: list[SimRun], policies: list[FixedPolicy | OasisPolicy], workload: Workload, table: HardwareCostTable,
+    args: argparse.Namespace,
 ) -> str:
     baseline = runs[0].result.energy_wh
     headers = ["policy", "energy Wh", f"vs {runs[0].result.policy}", "mean W", "GPU-h", "cost $", "CO2 g",
@@ -340,9 +349,24 @@ def _simulation_table(
         f"table: {_provenance(table)}; request cost "
         f"{'by its own token lengths' if not args.no_length_scaling else 'of its query type profiled lengths'}",
         format_table(headers, rows),
+        *(_policy_line(policy) for policy in policies),
         "SLO att.: share of 60 s windows whose P95 meets the SLO; reqs<=SLO: share of requests within it.",
         TRACE_CREDITS[args.format],
     ])
+
+
+def _policy_line(policy: FixedPolicy | OasisPolicy) -> str:
+    """What a policy ran with, so a table is never read without its sizing assumptions."""
+    if isinstance(policy, FixedPolicy):
+        devices = ", ".join(f"{group.model_id} x{group.replicas}" for group in policy.groups)
+        return f"{policy.name}: always-on whole devices ({devices}), {policy.config_choice} configuration"
+    scaling = policy.scaling
+    return (
+        f"{policy.name}: routes {policy.routes.name} (route MSRR: {policy.routes.capacity}), "
+        f"{policy.config_choice} configuration, headroom {scaling.headroom:g} (target utilisation "
+        f"{1 / (1 + scaling.headroom):.0%} of MSRR), hysteresis {scaling.hysteresis:g}, "
+        f"forecast {scaling.forecast.mode}"
+    )
 
 
 def _replay_table(measured: ReplayReport, trace: Trace, args: argparse.Namespace) -> str:

@@ -112,6 +112,54 @@ class ServiceTable:
                 choices.append(self._choice(group, int(on_shape[chosen]), shape, pool))
         return choices
 
+    def shared_shape_choices(
+        self,
+        model_id: str,
+        shares: dict[QueryType, float],
+        pool: DevicePool,
+        mode: ConfigChoice,
+        *,
+        allow_mig: bool = True,
+    ) -> list[dict[QueryType, ShapeChoice]]:
+        """Per shape, whole unit first, one configuration every listed query type runs, chosen for their mix.
+
+        A replica runs one engine configuration whatever type it serves, so a
+        route of several types must pick one (clock, batch, variant) for all
+        of them; each type keeps its own measured row at that configuration.
+        The choice is `mode`'s, over the mix's MSRR (harmonic by share: a
+        replica serves one request per sum(share / MSRR) seconds) and energy
+        per request (sum of share x the type's power / MSRR). For one type
+        this is `shape_choices`. A shape appears only when some configuration
+        measured for every type meets the SLO for all of them.
+        """
+        if not shares or min(shares.values()) <= 0:
+            raise ValueError(f"shares: every listed query type needs a positive share, got {shares}")
+        total = sum(shares.values())
+        found = {query_type: self._groups.get((model_id, query_type.value)) for query_type in shares}
+        groups = {query_type: group for query_type, group in found.items() if group is not None}
+        if len(groups) < len(found):
+            return []
+        choices = []
+        for shape in self._pool_shapes(pool, allow_mig):
+            on_shape = {qt: np.flatnonzero(_matches(group, shape, pool)) for qt, group in groups.items()}
+            aligned = _aligned_configurations({qt: _subset(groups[qt].candidates, at) for qt, at in on_shape.items()})
+            if aligned is None:
+                continue
+            first, positions = aligned
+            rows = {qt: on_shape[qt][positions[qt]] for qt in groups}
+            # An infeasible type (MSRR 0) makes the mix's seconds per request infinite, so its MSRR 0.
+            with np.errstate(divide="ignore"):
+                seconds = sum(shares[qt] / total / groups[qt].candidates.msrr_rps[at] for qt, at in rows.items())
+            energy = sum(shares[qt] / total * groups[qt].candidates.energy_per_request_j[at] for qt, at in rows.items())
+            mixed = Candidates(
+                clock_mhz=first.clock_mhz, max_num_seqs=first.max_num_seqs, variant=first.variant,
+                msrr_rps=1.0 / seconds, energy_per_request_j=energy,
+            )
+            chosen = choose_configuration(mixed, mode)
+            if chosen is not None:
+                choices.append({qt: self._choice(groups[qt], int(at[chosen]), shape, pool) for qt, at in rows.items()})
+        return choices
+
     def route_capacity(
         self, model_id: str, query_type: QueryType, pool: DevicePool, mode: ConfigChoice, *, allow_mig: bool = True
     ) -> tuple[RouteCapacity, dict[str, ShapeChoice]] | None:
@@ -227,6 +275,33 @@ def _row_as_point(row: pd.Series) -> LoadPoints:
         e2e_p99_s=one("e2e_p99_s"),
         power_w=one("mean_power_w"),
     )
+
+
+def _aligned_configurations(
+    by_type: dict[QueryType, Candidates],
+) -> tuple[Candidates, dict[QueryType, np.ndarray]] | None:
+    """The first type's candidates measured for every type too, in its table order, and where each type has them.
+
+    None when no configuration was measured for all of them.
+    """
+    types = list(by_type)
+    first = by_type[types[0]]
+
+    def keys(candidates: Candidates) -> list[tuple[int, int, str]]:
+        return list(zip(candidates.clock_mhz.tolist(), candidates.max_num_seqs.tolist(),
+                        [str(v) for v in candidates.variant]))
+
+    index_of: dict[QueryType, dict[tuple[int, int, str], int]] = {qt: {} for qt in types}
+    for qt in types:
+        for position, key in enumerate(keys(by_type[qt])):
+            index_of[qt].setdefault(key, position)
+    common = [position for position, key in enumerate(keys(first))
+              if index_of[types[0]][key] == position and all(key in index_of[qt] for qt in types)]
+    if not common:
+        return None
+    first_keys = keys(first)
+    positions = {qt: np.asarray([index_of[qt][first_keys[p]] for p in common], dtype=np.int64) for qt in types}
+    return _subset(first, np.asarray(common, dtype=np.int64)), positions
 
 
 def _subset(candidates: Candidates, at: np.ndarray) -> Candidates:

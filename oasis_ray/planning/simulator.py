@@ -1,7 +1,9 @@
 """Trace-driven what-if simulation: a day of real traffic against a policy, in seconds, on any laptop.
 
-Requests are grouped the way the policy serves them (one group per route
-for OASIS, per fixed group otherwise). Every `tick_s` the OASIS policies call
+Requests are grouped the way the policy serves them (for OASIS one group
+per model and route of its RouteGrouping, by default the live config's
+short-output and long-output, with a capacity for the route's mix: see
+oasis_ray.planning.sim_routes; per fixed group otherwise). Every `tick_s` the OASIS policies call
 `oasis_ray.scaling.core.decide`, the function the live Serve autoscaler calls, with the
 rate the ingress would report (arrivals over `rate_window_s`) and the
 replicas that have finished starting; a replica it asks for serves
@@ -20,7 +22,9 @@ replicas that have finished starting; a replica it asks for serves
 The run is charged from the first arrival to the last completion, so a
 policy that falls behind pays for the time it takes to catch up. Energy is
 what the replicas draw (a MIG slice its share of idle, see service_curves);
-devices a policy does not hold are charged nothing. Not modelled:
+devices a policy does not hold are charged nothing, so the idle power of
+the unused rest of a GPU that holds a slice is charged to no one (a
+cluster that packs other work there pays it anyway; a dedicated one does not). Not modelled:
 attention's superlinear cost on long prompts (lengths scale cost linearly),
 prefix-cache hits, failures, and inventory limits (use the planner).
 """
@@ -41,6 +45,7 @@ from oasis_ray.scaling.state import ScalingState
 from oasis_ray.planning.service_curves import GRID_POINTS, UTILISATION_GRID, ServiceCurve
 from oasis_ray.planning.service_table import ServiceTable, route_name
 from oasis_ray.planning.sim_policies import FixedPolicy, OasisPolicy, SimulationSettings
+from oasis_ray.planning.sim_routes import mixed_capacity
 from oasis_ray.planning.sim_queue import (
     latency_from_quantiles,
     latency_percentiles,
@@ -49,6 +54,7 @@ from oasis_ray.planning.sim_queue import (
     window_p95_attainment,
 )
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
+from oasis_ray.query_types import QueryType
 
 ProgressCallback = Callable[[float], None]
 SECONDS_PER_HOUR = 3600.0
@@ -144,7 +150,7 @@ def simulate(
         groups, unsupported = _fixed_groups(workload, policy, table, pool)
         changes = 0
     else:
-        groups, unsupported = _route_groups(workload, policy, table, pool)
+        groups, unsupported = _route_groups(workload, policy, table, pool, settings)
         changes = _autoscale(groups, workload, policy, settings, progress)
     rng = np.random.default_rng(settings.seed)
     quantile = rng.random(len(workload))
@@ -189,25 +195,50 @@ def _fixed_groups(
 
 
 def _route_groups(
-    workload: Workload, policy: OasisPolicy, table: ServiceTable, pool: DevicePool
+    workload: Workload, policy: OasisPolicy, table: ServiceTable, pool: DevicePool, settings: SimulationSettings
 ) -> tuple[list[_Group], list[str]]:
+    """One group per (model, route of the policy's grouping) with traffic; types no whole unit serves are refused."""
     groups, unsupported = [], []
-    for model_index, code in workload.routes_present():
-        model_id, query_type = workload.models[model_index], QUERY_TYPES[code]
-        found = table.route_capacity(model_id, query_type, pool, policy.config_choice)
-        if found is None:
-            unsupported.append(route_name(model_id, query_type))
-            continue
-        capacity, choices = found
-        shapes = [
-            _Shape(name=option.shape, gpu_fraction=option.gpu_fraction, curves={code: choices[option.shape].curve})
-            for option in capacity.options
-        ]
-        requests = np.flatnonzero((workload.model_index == model_index) & (workload.type_code == code))
-        replicas: list[list[_Replica]] = [[] for _ in shapes]
-        groups.append(_Group(label=capacity.route, requests=requests, shapes=shapes, replicas=replicas,
-                             capacity=capacity))
+    for model_index, model_id in enumerate(workload.models):
+        of_model = workload.model_index == model_index
+        counts = np.bincount(workload.type_code[of_model], minlength=len(QUERY_TYPES))
+        for route, types in policy.routes.route_types().items():
+            present = [qt for qt in types if counts[QUERY_TYPES.index(qt)] > 0]
+            served = [qt for qt in present
+                      if table.shape_choices(model_id, qt, pool, policy.config_choice, allow_mig=False)]
+            shares = {qt: float(counts[QUERY_TYPES.index(qt)]) for qt in served}
+            choices = table.shared_shape_choices(model_id, shares, pool, policy.config_choice) if served else []
+            if not choices or next(iter(choices[0].values())).option.shape != pool.whole_shape:
+                unsupported += [route_name(model_id, qt) for qt in present]
+                continue
+            unsupported += [route_name(model_id, qt) for qt in present if qt not in served]
+            codes = [QUERY_TYPES.index(qt) for qt in served]
+            requests = np.flatnonzero(of_model & np.isin(workload.type_code, codes))
+            shapes = [
+                _Shape(name=next(iter(by_type.values())).option.shape,
+                       gpu_fraction=next(iter(by_type.values())).option.gpu_fraction,
+                       curves={QUERY_TYPES.index(qt): choice.curve for qt, choice in by_type.items()})
+                for by_type in choices
+            ]
+            cost = {shape.name: _mean_costs(shape, workload, requests, settings.scale_by_length) for shape in shapes}
+            capacity = mixed_capacity(f"{model_id}/{route}", choices, shares, cost, policy.routes.capacity)
+            groups.append(_Group(label=capacity.route, requests=requests, shapes=shapes,
+                                 replicas=[[] for _ in shapes], capacity=capacity))
     return groups, unsupported
+
+
+def _mean_costs(
+    shape: _Shape, workload: Workload, requests: np.ndarray, scale_by_length: bool
+) -> dict[QueryType, float]:
+    """Each type's mean request cost on the shape relative to its profiled request (1 when lengths do not count)."""
+    if not scale_by_length:
+        return {QUERY_TYPES[code]: 1.0 for code in shape.curves}
+    costs = {}
+    for code, curve in shape.curves.items():
+        of_type = requests[workload.type_code[requests] == code]
+        costs[QUERY_TYPES[code]] = float(curve.length_factor(workload.input_tokens[of_type],
+                                                             workload.output_tokens[of_type]).mean())
+    return costs
 
 
 def _autoscale(
@@ -219,9 +250,13 @@ def _autoscale(
 ) -> int:
     """Drive `decide` tick by tick and record every replica's life; returns starts plus stops after t = 0.
 
-    The first tick provisions for the first window's rate with replicas ready
-    at once, as a deployment planned for the trace's start would be, so no
-    policy is charged a cold start the static baseline does not pay.
+    The first tick provisions, with replicas ready at once, for the busiest
+    rate window before a scale-up it orders could be ready (the first
+    `rate_window_s + startup_s`), as a deployment planned for the trace's
+    start would be: no policy is charged a cold start the static baseline
+    does not pay, and a trace that opens on a ramp (the Azure conversation
+    trace goes from 1 to 5 req/s in its first minute) does not fail windows
+    that only a start-up transient fails.
     """
     routed = [group for group in groups if group.capacity is not None]
     if not routed:
@@ -229,7 +264,7 @@ def _autoscale(
     capacities = tuple(group.capacity for group in routed if group.capacity is not None)
     names = [capacity.route for capacity in capacities]
     ticks = np.arange(0.0, workload.duration_s + settings.drain_s + settings.tick_s, settings.tick_s)
-    rates = _observed_rates(routed, workload, ticks, settings.rate_window_s)
+    rates = _observed_rates(routed, workload, ticks, settings.rate_window_s, settings.startup_s)
     state = ScalingState()
     active: list[list[list[_Replica]]] = [[[] for _ in group.shapes] for group in routed]
     changes = 0
@@ -254,8 +289,10 @@ def _autoscale(
     return changes
 
 
-def _observed_rates(groups: list[_Group], workload: Workload, ticks: np.ndarray, window_s: float) -> np.ndarray:
-    """(tick, route) rates as the ingress reports them; the first tick looks one window ahead instead."""
+def _observed_rates(
+    groups: list[_Group], workload: Workload, ticks: np.ndarray, window_s: float, startup_s: float
+) -> np.ndarray:
+    """(tick, route) rates as the ingress reports them; the first tick looks ahead instead (see `_autoscale`)."""
     rates = np.empty((len(ticks), len(groups)))
     span = np.minimum(window_s, np.maximum(ticks, 1e-3))
     for column, group in enumerate(groups):
@@ -263,7 +300,9 @@ def _observed_rates(groups: list[_Group], workload: Workload, ticks: np.ndarray,
         upto = np.searchsorted(arrivals, ticks, side="right")
         before = np.searchsorted(arrivals, ticks - window_s, side="right")
         rates[:, column] = (upto - before) / span
-        rates[0, column] = np.searchsorted(arrivals, window_s, side="left") / window_s
+        ahead = (ticks >= window_s) & (ticks <= window_s + startup_s)
+        first_window = np.searchsorted(arrivals, window_s, side="left") / window_s
+        rates[0, column] = max(first_window, float(rates[ahead, column].max(initial=0.0)))
     return rates
 
 

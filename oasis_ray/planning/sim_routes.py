@@ -1,0 +1,103 @@
+"""Which query types share a route (and so its replicas) in a simulation, and what such a route can serve.
+
+The live app groups query types into routes (serve_config.yaml: short-output
+= SISO + LISO, long-output = SILO + LILO), so the simulator does the same by
+default: a route of its own per query type (the paper's layout) holds a
+replica for a type with a trickle of traffic all day, capacity the types of
+one route would share. "per-type" keeps the paper's layout for comparison.
+
+A route's replica runs one configuration for all its types
+(ServiceTable.shared_shape_choices) and serves their mix. Its MSRR for
+Algorithm 1 is, per shape:
+
+- "mix" (default): harmonic by share, 1 / sum(share / MSRR). The replica's
+  capacity is spent request by request, so at the route's mix it serves
+  exactly this many per second; the shares are the workload's, the
+  knowledge a planner has and an operator would configure.
+- "slowest": the slowest type's MSRR, what the live adapter
+  (oasis_ray.scaling.capacity) gives the core: safe for any mix, wasteful
+  for a mix of mostly fast requests.
+
+When the simulation charges each request by its own token lengths, each
+type's MSRR is first divided by its requests' mean cost relative to the
+profiled request on that shape: the MSRR an operator would have measured at
+the traffic's own lengths. Without it, an autoscaler that counts requests
+sizes for profiled requests while the trace's cost more, and is overloaded
+whatever its policy (the live one has the same blind spot when the table was
+profiled at other lengths than the traffic's).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from oasis_ray.query_types import QueryType
+from oasis_ray.scaling.shapes import RouteCapacity, ShapeOption
+from oasis_ray.planning.service_table import ShapeChoice
+
+RouteCapacityRule = Literal["mix", "slowest"]
+
+
+class RouteGrouping(BaseModel):
+    """Route name per query type; types with one name share that route's replicas."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    routes: dict[QueryType, str]
+    capacity: RouteCapacityRule = "mix"
+
+    @model_validator(mode="after")
+    def _every_type_routed(self) -> RouteGrouping:
+        missing = sorted(qt.value for qt in QueryType if qt not in self.routes)
+        if missing:
+            raise ValueError(f"routes: query type(s) {missing} have no route")
+        return self
+
+    def route_types(self) -> dict[str, tuple[QueryType, ...]]:
+        """Each route's types in QueryType order, routes in order of their first type."""
+        grouped: dict[str, list[QueryType]] = {}
+        for query_type in QueryType:
+            grouped.setdefault(self.routes[query_type], []).append(query_type)
+        return {route: tuple(types) for route, types in grouped.items()}
+
+
+BY_OUTPUT = RouteGrouping(
+    name="by-output",
+    routes={QueryType.SISO: "short-output", QueryType.LISO: "short-output",
+            QueryType.SILO: "long-output", QueryType.LILO: "long-output"},
+)
+PER_TYPE = RouteGrouping(name="per-type", routes={query_type: query_type.value for query_type in QueryType})
+GROUPINGS = {grouping.name: grouping for grouping in (BY_OUTPUT, PER_TYPE)}
+
+
+def mixed_capacity(
+    route: str,
+    choices: list[dict[QueryType, ShapeChoice]],
+    shares: dict[QueryType, float],
+    cost: dict[str, dict[QueryType, float]],
+    rule: RouteCapacityRule,
+) -> RouteCapacity:
+    """The route's capacity per shape for its mix; `cost[shape][type]` is the mean request cost (1 = profiled)."""
+    total = sum(shares.values())
+    options = []
+    for by_type in choices:
+        any_choice = next(iter(by_type.values()))
+        shape = any_choice.option.shape
+        effective = {qt: choice.option.msrr_rps / cost[shape][qt] for qt, choice in by_type.items()}
+        if rule == "slowest":
+            msrr = min(effective.values())
+        else:
+            msrr = 1.0 / sum(shares[qt] / total / rate for qt, rate in effective.items())
+        powers = [choice.option.power_w for choice in by_type.values()]
+        power = None if any(p is None for p in powers) else float(
+            np.dot([shares[qt] / total for qt in by_type], [p for p in powers if p is not None]))
+        options.append(ShapeOption(
+            shape=shape, gpu_fraction=any_choice.option.gpu_fraction, msrr_rps=msrr, power_w=power,
+            clock_mhz=any_choice.option.clock_mhz, max_num_seqs=any_choice.option.max_num_seqs,
+            variant=any_choice.option.variant,
+        ))
+    return RouteCapacity(route=route, options=tuple(options))
