@@ -53,6 +53,26 @@ def not_supported(*calls: str) -> dict[str, pynvml.NVMLError]:
     return {call: pynvml.NVMLError_NotSupported() for call in calls}
 
 
+def mig_slice(uuid: str, profile: str, memory_gib: int, used_gib: int = 0) -> FakeGpu:
+    """A MIG device handle as NVML answers for one: its own name and memory, NotSupported for board-wide metrics.
+
+    NVML documents utilisation as not supported on MIG-enabled GPUs; power,
+    the energy counter and clocks are measured for the whole board only.
+    """
+    return FakeGpu(
+        uuid=uuid,
+        name=f"NVIDIA H100 80GB HBM3 MIG {profile}",
+        mem_used=used_gib * GIB,
+        mem_total=memory_gib * GIB,
+        errors=not_supported(
+            "nvmlDeviceGetUtilizationRates",
+            "nvmlDeviceGetPowerUsage",
+            "nvmlDeviceGetTotalEnergyConsumption",
+            "nvmlDeviceGetClockInfo",
+        ),
+    )
+
+
 def _answer(gpu: FakeGpu, call: str, value: T) -> T:
     """`value`, unless the test made `call` fail on this GPU."""
     error = gpu.errors.get(call)

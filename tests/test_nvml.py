@@ -11,16 +11,20 @@ import pynvml
 import pytest
 
 from oasis_ray.telemetry import mig, nvml
-from oasis_ray.telemetry.nvml import GpuSample, MigDevice, NvmlReader, NvmlUnavailable, mig_profile, probe
-from tests.fake_nvml import GIB, FakeGpu, FakeNvmlForUnitTests, not_supported
+from oasis_ray.telemetry.nvml import (
+    GpuSample,
+    MigDevice,
+    MigSample,
+    NvmlReader,
+    NvmlUnavailable,
+    mig_profile,
+    probe,
+)
+from tests.fake_nvml import GIB, FakeGpu, FakeNvmlForUnitTests, mig_slice, not_supported
 
 
 def h100(index: int, **overrides: Any) -> FakeGpu:
     return FakeGpu(uuid=f"GPU-{index:08d}", **overrides)
-
-
-def mig_slice(uuid: str, profile: str, memory_gib: int) -> FakeGpu:
-    return FakeGpu(uuid=uuid, name=f"NVIDIA H100 80GB HBM3 MIG {profile}", mem_total=memory_gib * GIB)
 
 
 def mig_h100() -> FakeGpu:
@@ -29,10 +33,10 @@ def mig_h100() -> FakeGpu:
         mig_mode=pynvml.NVML_DEVICE_MIG_ENABLE,
         errors=not_supported("nvmlDeviceGetUtilizationRates"),
         mig_slots=[
-            mig_slice("MIG-aaaa", "1g.10gb", 10),
+            mig_slice("MIG-aaaa", "1g.10gb", 10, used_gib=3),
             None,
-            mig_slice("MIG-bbbb", "3g.40gb", 40),
-            mig_slice("MIG-cccc", "1g.10gb", 10),
+            mig_slice("MIG-bbbb", "3g.40gb", 40, used_gib=12),
+            mig_slice("MIG-cccc", "1g.10gb", 10, used_gib=1),
         ],
     )
 
@@ -69,6 +73,14 @@ def test_unsupported_metrics_are_none_and_named_never_zero() -> None:
     assert (sample.power_w, sample.energy_mj, sample.throttle_reasons, sample.mig_mode_enabled) == (None,) * 4
     assert sample.unsupported == ("energy_mj", "power_w", "throttle_reasons", "mig_mode_enabled")
     assert sample.sm_clock_mhz == 1980
+
+
+def test_a_metric_withheld_from_this_reader_is_none_and_the_rest_still_read() -> None:
+    gpu = h100(0, errors={"nvmlDeviceGetMemoryInfo": pynvml.NVMLError_NoPermission()})
+    with NvmlReader(FakeNvmlForUnitTests([gpu])) as reader:
+        sample = reader.sample(0)
+    assert sample.mem_used_bytes is None and sample.unsupported == ("mem_used_bytes",)
+    assert sample.power_w == 312.456
 
 
 def test_other_nvml_errors_propagate_instead_of_becoming_none() -> None:
@@ -115,6 +127,60 @@ def test_mig_devices_skip_empty_slots_and_read_profile_and_memory() -> None:
     ]
     assert sample.mig_mode_enabled is True
     assert sample.unsupported == ("gpu_util_pct",)
+
+
+def test_sample_reads_each_mig_device_through_its_own_handle() -> None:
+    with NvmlReader(FakeNvmlForUnitTests([mig_h100()])) as reader:
+        sample = reader.sample(0)
+    assert sample.mig_devices == (
+        MigSample(
+            parent_index=0, slot=0, uuid="MIG-aaaa", profile="1g.10gb", mem_used_bytes=3 * GIB,
+            mem_total_bytes=10 * GIB, gpu_util_pct=None, unsupported=("gpu_util_pct",),
+        ),
+        MigSample(
+            parent_index=0, slot=2, uuid="MIG-bbbb", profile="3g.40gb", mem_used_bytes=12 * GIB,
+            mem_total_bytes=40 * GIB, gpu_util_pct=None, unsupported=("gpu_util_pct",),
+        ),
+        MigSample(
+            parent_index=0, slot=3, uuid="MIG-cccc", profile="1g.10gb", mem_used_bytes=1 * GIB,
+            mem_total_bytes=10 * GIB, gpu_util_pct=None, unsupported=("gpu_util_pct",),
+        ),
+    )
+    readings = [(d.mem_used_bytes, d.mem_total_bytes, d.gpu_util_pct) for d in sample.mig_devices]
+    assert 0 not in sum(readings, ()), "an unsupported metric must be None, never 0"
+    assert sample.power_w == 312.456, "board-wide figures stay on the parent GPU"
+
+
+def test_a_mig_device_that_reports_utilisation_has_it() -> None:
+    gpu = mig_h100()
+    gpu.mig_slots = [mig_slice("MIG-dddd", "7g.80gb", 80, used_gib=70)]
+    gpu.mig_slots[0].errors.pop("nvmlDeviceGetUtilizationRates")
+    with NvmlReader(FakeNvmlForUnitTests([gpu])) as reader:
+        (device,) = reader.sample(0).mig_devices
+    assert (device.gpu_util_pct, device.mem_used_bytes, device.unsupported) == (87, 70 * GIB, ())
+
+
+def test_a_mig_device_without_memory_figures_names_them() -> None:
+    gpu = mig_h100()
+    gpu.mig_slots = [mig_slice("MIG-eeee", "1g.10gb", 10, used_gib=2)]
+    gpu.mig_slots[0].errors |= not_supported("nvmlDeviceGetMemoryInfo")
+    with NvmlReader(FakeNvmlForUnitTests([gpu])) as reader:
+        (device,) = reader.sample(0).mig_devices
+    assert (device.mem_used_bytes, device.mem_total_bytes) == (None, None)
+    assert device.unsupported == ("mem_used_bytes", "mem_total_bytes", "gpu_util_pct")
+
+
+@pytest.mark.parametrize(("errors", "expected"), [({}, False), (not_supported("nvmlDeviceGetMigMode"), None)])
+def test_mig_off_or_unsupported_samples_no_mig_device(
+    errors: dict[str, pynvml.NVMLError], expected: bool | None
+) -> None:
+    gpu = h100(
+        0, mig_mode=pynvml.NVML_DEVICE_MIG_DISABLE, errors=errors, mig_slots=[mig_slice("MIG-stale", "1g.10gb", 10)]
+    )
+    with NvmlReader(FakeNvmlForUnitTests([gpu])) as reader:
+        sample = reader.sample(0)
+    assert sample.mig_mode_enabled is expected
+    assert sample.mig_devices == ()
 
 
 @pytest.mark.parametrize(("errors", "expected"), [({}, False), (not_supported("nvmlDeviceGetMigMode"), None)])

@@ -6,6 +6,10 @@ limit yields no observation at all, so a dashboard shows a gap instead of a
 0 W that would pass for a real (and implausibly good) figure. The reason for
 the gap is kept as a status string for the status view and logs.
 
+With MIG on, memory and utilisation are reported per MIG device as well
+(oasis.gpu.mig.*), since that is the unit a replica is placed on; power and
+energy stay per physical GPU, the only level at which NVML measures them.
+
 Freshness is judged by when a reading arrived here (monotonic clock), not by
 the sampler's timestamps, so clock skew between nodes cannot make a stalled
 sampler look alive.
@@ -16,14 +20,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from oasis_ray.telemetry.energy import MJ_PER_J
 from oasis_ray.telemetry.gpu_sampler import GpuReading, unavailable
-from oasis_ray.telemetry.nvml import GpuSample
+from oasis_ray.telemetry.nvml import GpuSample, MigSample
 
 HZ_PER_MHZ = 1_000_000
+
+_Measured = TypeVar("_Measured", GpuSample, MigSample)
+_Attributes = dict[str, str | int]
 
 
 @dataclass(frozen=True)
@@ -51,11 +59,24 @@ class GpuGauges:
             unit="J",
             description="The GPU's own total-energy counter; rate() of it is the measured power.",
         )
+        self._mig_gauge(
+            "oasis.gpu.mig.memory.used", "By", "MIG device memory in use (NVML).", lambda m: m.mem_used_bytes
+        )
+        self._mig_gauge(
+            "oasis.gpu.mig.utilization", "%", "Time a kernel was running on the MIG device (NVML).",
+            lambda m: m.gpu_util_pct,
+        )
 
     def _gauge(
         self, name: str, unit: str, description: str, metric: Callable[[GpuSample], float | None]
     ) -> None:
         self._meter.create_observable_gauge(name, [self._callback(metric)], unit=unit, description=description)
+
+    def _mig_gauge(
+        self, name: str, unit: str, description: str, metric: Callable[[MigSample], float | None]
+    ) -> None:
+        callback = _observer(self._fresh_mig_devices, metric)
+        self._meter.create_observable_gauge(name, [callback], unit=unit, description=description)
 
     def update(self, node: str, reading: GpuReading) -> None:
         """Replaces the node's reading whole, so a collection running concurrently sees the old or the new one."""
@@ -88,18 +109,33 @@ class GpuGauges:
                 for sample in reading.samples:
                     yield node, sample
 
+    def _fresh_gpus(self) -> Iterable[tuple[_Attributes, GpuSample]]:
+        for node, sample in self._fresh_samples():
+            yield _gpu_attributes(node, sample), sample
+
+    def _fresh_mig_devices(self) -> Iterable[tuple[_Attributes, MigSample]]:
+        for node, sample in self._fresh_samples():
+            for device in sample.mig_devices:
+                yield _mig_attributes(node, sample, device), device
+
     def _callback(
         self, metric: Callable[[GpuSample], float | None]
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def observe(_: CallbackOptions) -> Iterable[Observation]:
-            observations = []
-            for node, sample in self._fresh_samples():
-                value = metric(sample)
-                if value is not None:
-                    observations.append(Observation(value, _gpu_attributes(node, sample)))
-            return observations
+        return _observer(self._fresh_gpus, metric)
 
-        return observe
+
+def _observer(
+    fresh: Callable[[], Iterable[tuple[_Attributes, _Measured]]], metric: Callable[[_Measured], float | None]
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(_: CallbackOptions) -> Iterable[Observation]:
+        observations = []
+        for attributes, measured in fresh():
+            value = metric(measured)
+            if value is not None:
+                observations.append(Observation(value, attributes))
+        return observations
+
+    return observe
 
 
 def _hertz(mhz_of: Callable[[GpuSample], int | None]) -> Callable[[GpuSample], float | None]:
@@ -114,5 +150,12 @@ def _energy_j(sample: GpuSample) -> float | None:
     return None if sample.energy_mj is None else sample.energy_mj / MJ_PER_J
 
 
-def _gpu_attributes(node: str, sample: GpuSample) -> dict[str, str | int]:
+def _gpu_attributes(node: str, sample: GpuSample) -> _Attributes:
     return {"node": node, "gpu_index": sample.index, "gpu_uuid": sample.uuid, "gpu_name": sample.name}
+
+
+def _mig_attributes(node: str, sample: GpuSample, device: MigSample) -> _Attributes:
+    return {
+        "node": node, "gpu_index": sample.index, "gpu_uuid": sample.uuid,
+        "mig_uuid": device.uuid, "mig_profile": device.profile,
+    }

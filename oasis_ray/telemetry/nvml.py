@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -35,8 +35,35 @@ class NvmlUnavailable(RuntimeError):
     """NVML cannot be used on this machine; the message says why (no driver, no GPU, ...)."""
 
 
+class MigSample(BaseModel):
+    """One MIG device, read from its own handle when its parent GPU is sampled.
+
+    Only what NVML meters per MIG device is here: its own memory, and the
+    utilisation it is asked for (NVML documents utilisation as not supported
+    on MIG-enabled GPUs, so that is normally None and listed in `unsupported`).
+    Power, the energy counter, clocks and throttle reasons stay on the parent's
+    GpuSample: they belong to the whole board, and a copy per slice would read
+    as a per-slice measurement and be counted once per slice in any sum.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    parent_index: int
+    slot: int
+    uuid: str
+    profile: str
+    mem_used_bytes: int | None
+    mem_total_bytes: int | None
+    gpu_util_pct: int | None
+    unsupported: tuple[str, ...] = ()
+
+
 class GpuSample(BaseModel):
-    """One GPU at one instant; a metric that GPU does not offer is None and listed in `unsupported`."""
+    """One GPU at one instant; a metric that GPU does not offer is None and listed in `unsupported`.
+
+    `mig_devices` is empty unless MIG mode is on: with MIG on, memory and work
+    are split between the slices, so the slices are where they can be measured.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -54,6 +81,7 @@ class GpuSample(BaseModel):
     mig_mode_enabled: bool | None
     timestamp_s: float
     unsupported: tuple[str, ...] = ()
+    mig_devices: tuple[MigSample, ...] = ()
 
 
 class MigDevice(BaseModel):
@@ -90,7 +118,7 @@ class NvmlReader:
     def __init__(self, nvml: ModuleType | None = None) -> None:
         nvml = pynvml if nvml is None else nvml
         self._nvml: Any = nvml
-        self._unsupported = (nvml.NVMLError_NotSupported, nvml.NVMLError_FunctionNotFound)
+        self._unsupported = (nvml.NVMLError_NotSupported, nvml.NVMLError_FunctionNotFound, nvml.NVMLError_NoPermission)
         self._open = False
         self._open_session()
 
@@ -137,7 +165,7 @@ class NvmlReader:
         energy_mj = optional("energy_mj", lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
         timestamp_s = time.time()
         power_mw = optional("power_w", lambda: nvml.nvmlDeviceGetPowerUsage(handle))
-        return GpuSample(
+        sample = GpuSample(
             index=index,
             uuid=nvml.nvmlDeviceGetUUID(handle),
             name=nvml.nvmlDeviceGetName(handle),
@@ -155,6 +183,9 @@ class NvmlReader:
             timestamp_s=timestamp_s,
             unsupported=tuple(missing),
         )
+        if not sample.mig_mode_enabled:
+            return sample
+        return sample.model_copy(update={"mig_devices": self._sample_mig_devices(index, handle)})
 
     def sample_all(self) -> list[GpuSample]:
         return [self.sample(index) for index in range(self.device_count())]
@@ -169,22 +200,48 @@ class NvmlReader:
         if not self.mig_mode_enabled(index):
             return []
         nvml = self._nvml
-        parent = nvml.nvmlDeviceGetHandleByIndex(index)
-        devices = []
+        return [
+            MigDevice(
+                parent_index=index,
+                uuid=nvml.nvmlDeviceGetUUID(handle),
+                profile=mig_profile(nvml.nvmlDeviceGetName(handle)),
+                memory_bytes=nvml.nvmlDeviceGetMemoryInfo(handle).total,
+            )
+            for _slot, handle in self._mig_handles(nvml.nvmlDeviceGetHandleByIndex(index))
+        ]
+
+    def _sample_mig_device(self, parent_index: int, slot: int, handle: object) -> MigSample:
+        """Read through the slice's own handle: NVML meters memory per MIG device only there.
+
+        On the parent handle NVML gives the aggregate at best, and only to a
+        privileged caller.
+        """
+        nvml = self._nvml
+        missing: list[str] = []
+        optional = functools.partial(self._optional, missing=missing)
+        return MigSample(
+            parent_index=parent_index,
+            slot=slot,
+            uuid=nvml.nvmlDeviceGetUUID(handle),
+            profile=mig_profile(nvml.nvmlDeviceGetName(handle)),
+            mem_used_bytes=optional("mem_used_bytes", lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used),
+            mem_total_bytes=optional("mem_total_bytes", lambda: nvml.nvmlDeviceGetMemoryInfo(handle).total),
+            gpu_util_pct=optional("gpu_util_pct", lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+            unsupported=tuple(missing),
+        )
+
+    def _sample_mig_devices(self, index: int, parent: object) -> tuple[MigSample, ...]:
+        return tuple(self._sample_mig_device(index, slot, handle) for slot, handle in self._mig_handles(parent))
+
+    def _mig_handles(self, parent: object) -> Iterator[tuple[int, object]]:
+        """(slot, handle) for each MIG device that exists; slots are sparse, an empty one is NotFound."""
+        nvml = self._nvml
         for slot in range(nvml.nvmlDeviceGetMaxMigDeviceCount(parent)):
             try:
                 handle = nvml.nvmlDeviceGetMigDeviceHandleByIndex(parent, slot)
             except nvml.NVMLError_NotFound:
                 continue
-            devices.append(
-                MigDevice(
-                    parent_index=index,
-                    uuid=nvml.nvmlDeviceGetUUID(handle),
-                    profile=mig_profile(nvml.nvmlDeviceGetName(handle)),
-                    memory_bytes=nvml.nvmlDeviceGetMemoryInfo(handle).total,
-                )
-            )
-        return devices
+            yield slot, handle
 
     def _mig_enabled(self, handle: object) -> bool:
         current, _pending = self._nvml.nvmlDeviceGetMigMode(handle)
@@ -194,7 +251,9 @@ class NvmlReader:
         """Only "this GPU or driver lacks the metric" becomes None; other NVML errors (GPU lost, ...) propagate.
 
         FunctionNotFound counts as lacking: drivers older than the binding miss
-        newer calls such as nvmlDeviceGetCurrentClocksEventReasons.
+        newer calls such as nvmlDeviceGetCurrentClocksEventReasons. So does
+        NoPermission: in MIG mode the parent GPU's memory figure is offered to
+        privileged readers only, and one withheld metric must not blank the rest.
         """
         try:
             return read()

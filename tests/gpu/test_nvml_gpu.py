@@ -1,6 +1,7 @@
 """The real NVML reader on a real GPU; skipped, with NVML's reason, where there is none.
 
-Read-only: it samples and lists MIG devices, and changes no GPU setting.
+Read-only: it samples GPUs and MIG devices and changes no GPU setting, MIG layout
+included, so where MIG is off the MIG tests can only check that none is reported.
 """
 
 from __future__ import annotations
@@ -51,3 +52,21 @@ def test_mig_devices_are_listed(nvml_reader: NvmlReader) -> None:
             assert device.parent_index == index and device.uuid and device.memory_bytes > 0
         if not mode:
             assert devices == []
+
+
+def test_mig_devices_are_sampled_where_mig_is_on(nvml_reader: NvmlReader) -> None:
+    for sample in nvml_reader.sample_all():
+        listed = [device.uuid for device in nvml_reader.mig_devices(sample.index)]
+        print(f"GPU {sample.index}: MIG mode {sample.mig_mode_enabled}, {len(sample.mig_devices)} MIG device(s)")
+        assert [device.uuid for device in sample.mig_devices] == listed
+        if not sample.mig_mode_enabled:
+            assert sample.mig_devices == ()
+        for device in sample.mig_devices:
+            print(
+                f"  slot {device.slot} {device.uuid} {device.profile}: used {device.mem_used_bytes} B "
+                f"of {device.mem_total_bytes} B, util {device.gpu_util_pct} %, unsupported {device.unsupported}"
+            )
+            assert device.parent_index == sample.index and device.uuid.startswith("MIG-"), device
+            assert device.mem_used_bytes is not None and device.mem_total_bytes is not None, device.unsupported
+            assert 0 <= device.mem_used_bytes <= device.mem_total_bytes, device
+            assert (device.gpu_util_pct is None) == ("gpu_util_pct" in device.unsupported), device
