@@ -32,7 +32,8 @@ def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
     if policy_driven:
         CapacitySource(config)  # refuses, naming the route, a table that cannot size every route
     shape_apps = {
-        route.key: build_route_deployments(route, sources[route.model], config.engine_env_vars, policy_driven)
+        route.key: build_route_deployments(route, sources[route.model], config.engine_env_vars, policy_driven,
+                                            config.telemetry)
         for route in config.routes
     }
     return build_ingress(config, sources, shape_apps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 # The parent ingress and LLMServer speak these internal classes; the public
 # re-exports are subclasses and would not match them in isinstance checks.
+from ray.llm._internal.serve.core.protocol import RawRequestInfo
 from ray.llm._internal.serve.core.configs.openai_api_models import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -254,13 +256,23 @@ class OasisIngress(OpenAiIngress):
                           request: Request) -> Response:
         token = _CHOSEN_TARGET.set(target)
         try:
-            return await self._process_llm_request(body, call_method=method, raw_request=request)
+            return await self._process_llm_request(body, call_method=method,
+                                                   raw_request=self._with_trace_context(request.headers))
         except BackPressureError as exc:
             return error_response(self._overloaded(decision), headers={"Retry-After": _retry_after(exc)})
         except OpenAIHTTPException as exc:
             return error_response(OasisRequestError(exc.status_code, exc.message, error_type=exc.type))
         finally:
             _CHOSEN_TARGET.reset(token)
+
+    def _with_trace_context(self, headers: Mapping[str, str]) -> Request | None:
+        """The headers the engine gets, plus the current (route) span's traceparent, which vLLM's tracing joins.
+
+        The parent ingress forwards only a request's headers to the engine
+        (as Ray's RawRequestInfo), so a request rebuilt from them is all it needs.
+        """
+        forwarded = {**headers, **self._telemetry.inject()}
+        return RawRequestInfo(headers=forwarded).to_starlette_request() if forwarded else None
 
     def _record(self, decision: RouteDecision | None, status_code: int, e2e_s: float, output_tokens: int,
                 ttft_s: float | None, tpot_s: float | None) -> None:
@@ -277,7 +289,7 @@ class OasisIngress(OpenAiIngress):
         self._record(None, error.status_code, time.perf_counter() - started, 0, None, None)
         return error_response(error)
 
-    def status_snapshot(self) -> StatusSnapshot:
+    async def status_snapshot(self) -> StatusSnapshot:
         """What `python -m deployments.status` and GET /oasis/status show; this replica's view of the app."""
         now = time.monotonic()
         self._running.refresh_soon()
@@ -301,7 +313,7 @@ class OasisIngress(OpenAiIngress):
         )
 
     async def status(self, format: Literal["text", "json"] = "text") -> Response:
-        snapshot = self.status_snapshot()
+        snapshot = await self.status_snapshot()
         if format == "json":
             return Response(snapshot.model_dump_json(), media_type="application/json")
         return PlainTextResponse(render_status(snapshot))
@@ -379,7 +391,8 @@ class OasisIngress(OpenAiIngress):
     async def _first_response(self, body, decision: RouteDecision, target: tuple[str, str], method: str):
         token = _CHOSEN_TARGET.set(target)
         try:
-            return await self._get_response(body=body, call_method=method).__anext__()
+            return await self._get_response(body=body, call_method=method,
+                                            raw_request=self._with_trace_context({})).__anext__()
         except BackPressureError:
             raise self._overloaded(decision) from None
         finally:

@@ -15,6 +15,7 @@ from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
 from oasis_ray.config import RouteConfig, RouteResources
+from oasis_ray.telemetry.settings import TelemetryConfig
 
 # A retiring replica may finish its in-flight requests for this long (Serve's
 # graceful shutdown); it bounds how long a scale-down or shape move drains.
@@ -45,9 +46,11 @@ def _replica_bounds(route: RouteConfig, shape: str, policy_driven: bool) -> dict
 
 def shape_llm_config(
     route: RouteConfig, shape: str, resources: RouteResources, model_source: str, env_vars: dict[str, str],
-    policy_driven: bool,
+    policy_driven: bool, telemetry: TelemetryConfig,
 ) -> LLMConfig:
-    engine_kwargs: dict[str, Any] = route.engine.engine_kwargs()
+    tracing_kwargs, tracing_env = telemetry.engine_tracing()
+    engine_kwargs: dict[str, Any] = {**route.engine.engine_kwargs(), **tracing_kwargs}
+    env_vars = {**env_vars, **tracing_env}
     llm: dict[str, Any] = {
         "model_loading_config": {"model_id": route.model, "model_source": model_source},
         "engine_kwargs": engine_kwargs,
@@ -79,12 +82,12 @@ def shape_llm_config(
 
 
 def build_route_deployments(
-    route: RouteConfig, model_source: str, env_vars: dict[str, str], policy_driven: bool
+    route: RouteConfig, model_source: str, env_vars: dict[str, str], policy_driven: bool, telemetry: TelemetryConfig
 ) -> dict[str, Application]:
     """The route's deployments, keyed by shape."""
     return {
         shape: build_llm_deployment(
-            shape_llm_config(route, shape, resources, model_source, env_vars, policy_driven),
+            shape_llm_config(route, shape, resources, model_source, env_vars, policy_driven, telemetry),
             override_serve_options={"name": route.deployment_name(shape)},
         )
         for shape, resources in route.shapes().items()

@@ -12,9 +12,13 @@ from typing import Any
 
 import pytest
 
+from tests.otlp_receiver import OtlpTraceReceiver
+
 APP_NAME = "oasis"
 # Two suites on one machine (a developer's and CI's) need separate ports.
 HTTP_PORT = int(os.environ.get("OASIS_TEST_HTTP_PORT", "8123"))
+# Where the engines export their request spans (tests/otlp_receiver.py listens there).
+OTLP_PORT = int(os.environ.get("OASIS_TEST_OTLP_PORT", "8124"))
 API_KEY = "test-secret-key"
 MODEL_ID = "oasis-tiny-llama"
 # The long-output route is kept tiny so the queue bound is reachable in a test.
@@ -36,7 +40,8 @@ def app_config() -> dict[str, Any]:
         "api_key": API_KEY,
         "engine_env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"},
         # A short sample period keeps the energy header's wait (one to two periods) small.
-        "telemetry": {"exporters": ["memory"], "energy_header": True, "gpu_sample_period_s": 0.25},
+        "telemetry": {"exporters": ["memory"], "energy_header": True, "gpu_sample_period_s": 0.25,
+                      "engine_traces_endpoint": f"http://127.0.0.1:{OTLP_PORT}/v1/traces"},
         "models": [{"model_id": MODEL_ID, "source": "embedded", "default_route": "short-output"}],
         "routes": [
             {
@@ -60,7 +65,15 @@ def app_config() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def oasis_app() -> Iterator[str]:
+def engine_spans() -> Iterator[OtlpTraceReceiver]:
+    """The spans the app's vLLM engines export (started before the app, so no export is refused)."""
+    receiver = OtlpTraceReceiver(OTLP_PORT)
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
+def oasis_app(engine_spans) -> Iterator[str]:
     """Base URL of the running app (HTTP root)."""
     import ray
     from ray import serve

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
-from oasis_ray.telemetry.nvml import GpuSample
+from oasis_ray.telemetry.nvml import GpuSample, MigSample
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.record import ScalingRecord
 from oasis_ray.telemetry.instruments import (
@@ -73,6 +73,14 @@ def gpu_sample(index: int, **overrides: object) -> GpuSample:
     return GpuSample(**(fields | overrides))
 
 
+def mig_sample(slot: int, profile: str, **overrides: object) -> MigSample:
+    fields: dict[str, object] = {
+        "parent_index": 0, "slot": slot, "uuid": f"MIG-{slot}", "profile": profile, "mem_used_bytes": (slot + 1) << 30,
+        "mem_total_bytes": 10 << 30, "gpu_util_pct": None, "unsupported": ("gpu_util_pct",),
+    }
+    return MigSample(**(fields | overrides))
+
+
 def scaling_record(route: str, action: str, advisory: bool) -> ScalingRecord:
     return ScalingRecord(
         route=route, action=action, advisory=advisory, observed_rps=3.0, forecast_rps=None, need_rps=3.3,
@@ -101,12 +109,23 @@ def test_config_defaults_are_prometheus_on_without_the_energy_header() -> None:
         ({"exporters": ["memory"], "prometheus_port": 9464}, "prometheus_port"),
         ({"prometheus_port": 0}, "prometheus_port"),
         ({"sample_period": 1.0}, "sample_period"),
+        ({"engine_traces_endpoint": "collector:4318/v1/traces"}, "engine_traces_endpoint"),
+        ({"enabled": False, "engine_traces_endpoint": "http://collector:4318/v1/traces"}, "engine_traces_endpoint"),
+        ({"enabled": False, "energy_header": True}, "energy_header"),
     ],
 )
 def test_config_errors_name_the_field(raw: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationError) as error:
         TelemetryConfig.model_validate(raw)
     assert field in str(error.value)
+
+
+def test_engine_tracing_is_vllms_own_with_the_configured_protocol() -> None:
+    assert TelemetryConfig().engine_tracing() == ({}, {})
+    config = TelemetryConfig(engine_traces_endpoint="http://collector:4317", otlp_protocol="grpc")
+    assert config.engine_tracing() == (
+        {"otlp_traces_endpoint": "http://collector:4317"}, {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}
+    )
 
 
 # --- request metrics ---------------------------------------------------------------------------
@@ -180,7 +199,7 @@ def test_scaling_decisions_are_counted_by_route_action_and_advisory(telemetry: T
 
 GPU_METRICS = (
     "oasis.gpu.power", "oasis.gpu.energy", "oasis.gpu.sm_clock", "oasis.gpu.memory_clock",
-    "oasis.gpu.utilization", "oasis.gpu.memory.used",
+    "oasis.gpu.utilization", "oasis.gpu.memory.used", "oasis.gpu.mig.memory.used", "oasis.gpu.mig.utilization",
 )
 
 
@@ -204,6 +223,22 @@ def test_a_metric_the_gpu_lacks_is_absent_not_zero(telemetry: Telemetry) -> None
     assert points(telemetry, "oasis.gpu.power") == []
     assert points(telemetry, "oasis.gpu.energy") == []
     assert len(points(telemetry, "oasis.gpu.sm_clock")) == 1
+
+
+def test_mig_devices_are_gauged_per_slice_and_unmeasured_utilisation_is_absent(
+    telemetry: Telemetry, clock: FakeClock
+) -> None:
+    slices = (mig_sample(0, "1g.10gb"), mig_sample(2, "3g.40gb", gpu_util_pct=40, unsupported=()))
+    telemetry.update_gpu("node-a", [gpu_sample(0, mig_mode_enabled=True, mig_devices=slices), gpu_sample(1)])
+    parent = {"node": "node-a", "gpu_index": 0, "gpu_uuid": "GPU-0"}
+    small = point(telemetry, "oasis.gpu.mig.memory.used", **parent, mig_uuid="MIG-0", mig_profile="1g.10gb")
+    large = point(telemetry, "oasis.gpu.mig.memory.used", **parent, mig_uuid="MIG-2", mig_profile="3g.40gb")
+    assert (small.value, small.unit, large.value) == (1 << 30, "By", 3 << 30)
+    assert len(points(telemetry, "oasis.gpu.mig.memory.used")) == 2, "a GPU without MIG has no MIG series"
+    utilization = points(telemetry, "oasis.gpu.mig.utilization")
+    assert [(p.attributes["mig_uuid"], p.value, p.unit) for p in utilization] == [("MIG-2", 40, "%")]
+    clock.now += STALE_AFTER_PERIODS * PERIOD_S + 0.5
+    assert points(telemetry, "oasis.gpu.mig.memory.used") == []
 
 
 def test_without_nvml_gpu_metrics_are_absent_and_the_status_says_unavailable(telemetry: Telemetry) -> None:

@@ -125,3 +125,16 @@ def test_status_command_prints_the_same_view(energy_after_traffic):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("oasis-ray status at ")
     assert "long-output" in result.stdout and "power and energy unavailable:" in result.stdout
+
+
+def test_the_engines_span_joins_the_requests_trace_under_the_route_span(oasis_app, openai_client, engine_spans):
+    openai_client.completions.create(model=MODEL_ID, prompt=[300] * 33, max_tokens=5)
+    _, spans = serve.get_app_handle(APP_NAME).telemetry_snapshot.remote().result()
+    route = [s for s in spans if s.name == "oasis.route" and s.attributes.get("gen_ai.usage.input_tokens") == 33][-1]
+    deadline = time.monotonic() + 60
+    joined = []
+    while not joined and time.monotonic() < deadline:
+        time.sleep(1.0)
+        joined = [s for s in engine_spans.received() if s.trace_id == route.trace_id]
+    assert joined, f"no engine span in trace {route.trace_id}; received {engine_spans.received()[-5:]}"
+    assert [(s.name, s.parent_span_id) for s in joined] == [("llm_request", route.span_id)]

@@ -8,11 +8,13 @@ startup with the field named, not discovered as silence on a dashboard.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Exporter = Literal["prometheus", "otlp", "memory"]
+# vLLM's span exporter reads its protocol from here (default grpc).
+ENGINE_PROTOCOL_ENV = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 
 
 def _prometheus_only() -> list[Exporter]:
@@ -39,6 +41,14 @@ class TelemetryConfig(BaseModel):
         ),
     )
     otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    engine_traces_endpoint: str | None = Field(
+        None,
+        description=(
+            "Where the vLLM engines export their per-request span (vLLM's own OTLP tracing, over otlp_protocol), "
+            "e.g. http://collector:4318/v1/traces for HTTP. The ingress sends its oasis.route span's W3C "
+            "traceparent with each request, so the engine's span joins the request's trace. None: no engine spans."
+        ),
+    )
     prometheus_port: int | None = Field(
         None,
         ge=1,
@@ -68,7 +78,7 @@ class TelemetryConfig(BaseModel):
             raise ValueError(f"{repeated} listed more than once; each exporter runs once per process")
         return exporters
 
-    @field_validator("otlp_endpoint")
+    @field_validator("otlp_endpoint", "engine_traces_endpoint")
     @classmethod
     def _endpoint_is_a_url(cls, endpoint: str | None) -> str | None:
         if endpoint is not None and not endpoint.startswith(("http://", "https://")):
@@ -79,8 +89,16 @@ class TelemetryConfig(BaseModel):
     def _settings_have_their_exporter(self) -> TelemetryConfig:
         if self.otlp_endpoint is not None and "otlp" not in self.exporters:
             raise ValueError("otlp_endpoint: set, but 'otlp' is not in exporters, so nothing would use it")
+        if self.engine_traces_endpoint is not None and not self.enabled:
+            raise ValueError("engine_traces_endpoint: set, but telemetry is disabled, so no trace would reach it")
         if self.energy_header and not self.enabled:
             raise ValueError("energy_header: set, but telemetry is disabled, so no energy is ever measured")
         if self.prometheus_port is not None and "prometheus" not in self.exporters:
             raise ValueError("prometheus_port: set, but 'prometheus' is not in exporters, so it would serve nothing")
         return self
+
+    def engine_tracing(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """Engine arguments and environment that turn on vLLM's request tracing; empty without an endpoint."""
+        if not self.enabled or self.engine_traces_endpoint is None:
+            return {}, {}
+        return {"otlp_traces_endpoint": self.engine_traces_endpoint}, {ENGINE_PROTOCOL_ENV: self.otlp_protocol}
