@@ -3,33 +3,52 @@
 A second app, deployed declaratively with the policy as Serve runs it from
 serve_config.yaml, serves one route with two shapes: 'cpu' (standing in for a
 full GPU) and '1g.10gb' (a CPU replica that also takes the MIG-1g.10gb custom
-resource). Its cost table is synthetic, with capacities small enough that a
-burst this machine can send needs two full units.
+resource).
+
+Its cost table comes from the profiling job's entry point, run on this
+cluster with tests/autoscaling_sweep.yaml (the tiny model at batch 1, every
+query type): the 'cpu' rows are measured here. A CPU cannot be profiled as a
+MIG slice, so the slice's rows are the measured ones at MIG_SHARE of their
+MSRR, and marked as derived. The burst is sized from the measured MSRR so
+that it needs two full units on any machine. The route may scale to zero
+after SCALE_TO_ZERO_AFTER_S idle, long enough for the move back to the slice
+to finish first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
+import ray
 from ray import serve
 from ray.serve.context import _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
+from oasis_ray.config import INGRESS_DEPLOYMENT
+from oasis_ray.profiling.hct import load_hct, write_hct
 from tests.conftest import API_KEY, MIG_STANDIN_RESOURCE, MODEL_ID, app_config
-from tests.hct_factory import hct_row, write_table
 
 APP = "oasis-autoscaled"
 PREFIX = "/autoscaled"
 MIG = MIG_STANDIN_RESOURCE.removeprefix("MIG-")
-FULL_MSRR, MIG_MSRR = 1.0, 0.3
+SWEEP_SPEC = Path(__file__).with_name("autoscaling_sweep.yaml")
+MIG_SHARE = 0.3
+ROUTE_KEY = f"{MODEL_ID}/all"
+SCALE_TO_ZERO_AFTER_S = 150
 
 
 def _config(hct: Path) -> dict:
-    engine = {**app_config()["routes"][0]["engine"], "gpu_memory_utilization": 0.1}
+    engine = {**app_config()["routes"][0]["engine"], "max_num_seqs": 1, "gpu_memory_utilization": 0.1}
     return {
         "default_max_tokens": 8,
         "api_key": API_KEY,
@@ -42,17 +61,32 @@ def _config(hct: Path) -> dict:
                                                           "custom_resources": {MIG_STANDIN_RESOURCE: 1}}}],
         }],
         "ingress_cpus": 0.05,
+        "telemetry": {"exporters": ["memory"]},
         "autoscaling": {"hct_path": str(hct), "rate_window_s": 5.0,
                         "scaling": {"headroom": 0.1, "hysteresis": 0.2, "upscale_cooldown_s": 0,
-                                    "downscale_cooldown_s": 5}},
+                                    "downscale_cooldown_s": 5,
+                                    "route_limits": {ROUTE_KEY: {
+                                        "min_replicas": 1, "max_replicas": 2, "allow_scale_to_zero": True,
+                                        "scale_to_zero_after_s": SCALE_TO_ZERO_AFTER_S}}}},
     }
 
 
-def _table(directory: Path) -> Path:
-    rows = [hct_row(model_id=MODEL_ID, hardware_kind=kind, query_type=qt, msrr_req_s=msrr, mig_profile=profile)
-            for kind, profile, msrr in (("cpu", None, FULL_MSRR), ("mig", MIG, MIG_MSRR))
-            for qt in ("SISO", "SILO", "LISO", "LILO")]
-    return write_table(directory, rows)
+def _profiled_table(directory: Path) -> tuple[Path, float]:
+    """The swept table plus derived MIG stand-in rows, and the route's measured MSRR (its slowest type's)."""
+    swept = directory / "swept"
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    command = [sys.executable, "-m", "profiling_jobs.sweep", "--spec", str(SWEEP_SPEC), "--out", str(swept)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    table = load_hct(swept)
+    measured = table.rows
+    assert sorted(measured["query_type"]) == ["LILO", "LISO", "SILO", "SISO"] and (measured["msrr_req_s"] > 0).all()
+    derived = measured.assign(
+        hardware_kind="mig", hardware=MIG, mig_profile=MIG, msrr_req_s=measured["msrr_req_s"] * MIG_SHARE,
+        trial_id=measured["trial_id"] + "-mig-standin", power_note="derived from the cpu row, not measured",
+    )
+    combined = dataclasses.replace(table, rows=pd.concat([measured, derived], ignore_index=True))
+    return write_hct(combined, directory / "hct"), float(measured["msrr_req_s"].min())
 
 
 def _running(shape: str) -> int:
@@ -69,8 +103,13 @@ def _wait_for(condition, timeout_s: float, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def autoscaled_app(oasis_app, tmp_path_factory) -> str:
-    table = _table(tmp_path_factory.mktemp("hct"))
+def profiled(oasis_app, tmp_path_factory) -> tuple[Path, float]:
+    return _profiled_table(tmp_path_factory.mktemp("hct"))
+
+
+@pytest.fixture(scope="module")
+def autoscaled_app(oasis_app, profiled) -> str:
+    table, _ = profiled
     schema = ServeDeploySchema(applications=[{
         "name": APP, "route_prefix": PREFIX, "import_path": "deployments.app:build_app", "args": _config(table),
         "autoscaling_policy": {"policy_function": "autoscaling.policy:OasisAutoscalingPolicy",
@@ -108,9 +147,32 @@ async def _load_until(base: str, rate_rps: float, done, timeout_s: float, then_s
     return statuses
 
 
-def test_burst_scales_to_full_units_and_back_without_failures(autoscaled_app):
+def test_burst_scales_to_full_units_and_back_without_failures(autoscaled_app, profiled):
     assert (_running(MIG), _running("cpu")) == (1, 0)
-    statuses = asyncio.run(_load_until(autoscaled_app, 3.0, lambda: _running("cpu") == 2, 480, then_s=5))
+    burst_rps = math.ceil(1.5 * profiled[1])
+    statuses = asyncio.run(_load_until(autoscaled_app, burst_rps, lambda: _running("cpu") == 2, 480, then_s=5))
     _wait_for(lambda: (_running(MIG), _running("cpu")) == (1, 0), 300, "the burst's replicas to retire")
     assert len(statuses) > 20
     assert statuses.count(200) == len(statuses), sorted(set(statuses))
+
+
+def test_decisions_reach_the_ingress_metric_and_status(autoscaled_app):
+    ingress = serve.get_deployment_handle(INGRESS_DEPLOYMENT, app_name=APP)
+    metrics, _ = ingress.telemetry_snapshot.remote().result()
+    actions = {p.attributes["action"]: p.value for p in metrics
+               if p.name == "oasis.scaling.decisions" and p.attributes["route"] == ROUTE_KEY}
+    assert actions.get("scale_up", 0) >= 1 and actions.get("scale_down", 0) + actions.get("finish_move", 0) >= 1
+    snapshot = ingress.status_snapshot.remote().result()
+    assert any(record.chosen_shape == "cpu" and record.replicas_after.get("cpu") == 2 for record in snapshot.scaling)
+
+
+def test_idle_route_scales_to_zero_and_its_next_request_waits_for_a_replica(autoscaled_app):
+    _wait_for(lambda: (_running(MIG), _running("cpu")) == (0, 0), SCALE_TO_ZERO_AFTER_S + 120, "scale to zero")
+    started = time.monotonic()
+    response = httpx.post(f"{autoscaled_app}/v1/completions", headers={"Authorization": f"Bearer {API_KEY}"},
+                          json={"model": MODEL_ID, "prompt": [300] * 16, "max_tokens": 4}, timeout=600)
+    waited_s = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    assert response.headers["x-oasis-shape"] == MIG, "an idle route restarts on its smallest shape"
+    assert waited_s > 5, f"answered in {waited_s:.1f} s: no replica had to start, so nothing was at zero"
+    assert _running(MIG) == 1
