@@ -84,6 +84,11 @@ def test_min_replicas_above_max():
     assert "routes[0].min_replicas: 3 exceeds max_replicas 1" in _refusal(lambda c: c["routes"][0].update(min_replicas=3))
 
 
+def test_energy_header_needs_one_ingress_replica():
+    assert "telemetry.energy_header: per-request energy needs ingress_replicas 1" in _refusal(
+        lambda c: c.update(ingress_replicas=2))
+
+
 def test_several_problems_reported_together():
     def break_twice(c):
         c["models"][0]["tau_tokens"] = 0
