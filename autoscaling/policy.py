@@ -8,12 +8,15 @@ anchor keeps them one source):
       policy_kwargs: {app_args: *oasis_args}
 
 Serve calls the policy about every 0.1 s with a context per deployment that
-has an autoscaling_config. The request rate per route comes from the ingress's
-custom metrics (record_autoscaling_stats); the running replicas per shape from
-the shape deployments' contexts. The core decides; this adapter only reads
-contexts, logs each change as one line and returns replica counts. Serve then
-applies each deployment's bounds and up/down delays, which the app builder sets
-to 0 so the core's own cooldowns and hysteresis are the only damping.
+has an autoscaling_config. The request rate per route, and per route and query
+type, comes from the ingress's custom metrics (record_autoscaling_stats); the
+running replicas per shape from the shape deployments' contexts. A route's
+MSRR is taken at the mix of types it reports (oasis_ray.scaling.mix), or at
+its slowest type's until it reports one. The core decides; this adapter only
+reads contexts, logs each change as one line and returns replica counts.
+Serve then applies each deployment's bounds and up/down delays, which the app
+builder sets to 0 so the core's own cooldowns and hysteresis are the only
+damping.
 
 The core's state rides in Serve's policy_state; Serve drops it on redeploy, and
 the core is built to start from none (it takes the running replicas as the plan).
@@ -37,8 +40,10 @@ from autoscaling.decision_board import open_board
 from oasis_ray.scaling.capacity import scaling_config_for
 from oasis_ray.scaling.capacity_source import CapacitySource
 from oasis_ray.config import INGRESS_DEPLOYMENT, parse_config
-from oasis_ray.request_rates import RATE_METRIC_PREFIX
+from oasis_ray.query_types import QueryType
+from oasis_ray.request_rates import RATE_METRIC_PREFIX, parse_type_rate_metric
 from oasis_ray.scaling.core import TickInput, decide
+from oasis_ray.scaling.mix import mix_capacity
 from oasis_ray.scaling.record import ScalingRecord
 from oasis_ray.scaling.state import ScalingState
 
@@ -55,6 +60,18 @@ def route_rates(ingress: AutoscalingContext | None) -> dict[str, float]:
         for name, per_replica in metrics.items()
         if name.startswith(RATE_METRIC_PREFIX) and per_replica
     }
+
+
+def route_type_rates(ingress: AutoscalingContext | None) -> dict[str, dict[QueryType, float]]:
+    """Requests per second per route and query type, summed over ingress replicas; empty until the first report."""
+    metrics = (ingress.aggregated_metrics or {}) if ingress is not None else {}
+    rates: dict[str, dict[QueryType, float]] = {}
+    for name, per_replica in metrics.items():
+        parsed = parse_type_rate_metric(name)
+        if parsed is not None and per_replica:
+            route, query_type = parsed
+            rates.setdefault(route, {})[query_type] = sum(per_replica.values())
+    return rates
 
 
 class OasisAutoscalingPolicy:
@@ -83,7 +100,12 @@ class OasisAutoscalingPolicy:
         # A route the ingress has not reported on yet (just deployed, say) is left
         # to Serve's own targets: its replicas may still be starting, and the core
         # would read "none running, no rate" as a plan of zero.
-        reported = tuple(c for c in self._capacities.capacities() if c.route in rates)
+        type_rates = route_type_rates(ingress)
+        reported = tuple(
+            mix_capacity(c, type_rates[c.route]) if c.route in type_rates else c
+            for c in self._capacities.capacities()
+            if c.route in rates
+        )
         stored = ScalingState.model_validate(ingress.policy_state.get(STATE_KEY) or {}) if ingress else ScalingState()
         if not reported:
             return {}, _policy_state(ingress_id, stored)

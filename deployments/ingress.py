@@ -43,7 +43,7 @@ from oasis_ray.api import GenerateRequest, GenerateResponse, OasisRequestError
 from oasis_ray.config import AutoscalingSettings, OasisAppConfig, route_key
 from oasis_ray.profiling.hct import load_hct
 from oasis_ray.query_types import QueryType
-from oasis_ray.request_rates import RATE_METRIC_PREFIX, RateWindow
+from oasis_ray.request_rates import RATE_METRIC_PREFIX, RateWindow, type_rate_metric
 from oasis_ray.routing import QueryRouter, RouteDecision
 from oasis_ray.shape_choice import ShapeBalancer
 from oasis_ray.telemetry.instruments import build_telemetry, request_attributes
@@ -130,6 +130,11 @@ class OasisIngress(OpenAiIngress):
         self._window_s = settings.rate_window_s
         self._rates = RateWindow(settings.rate_window_s, started_s=time.monotonic())
         self._type_rates = RateWindow(settings.rate_window_s, started_s=time.monotonic())
+        # Each (model, query type) is served by exactly one route, so the per-type window gives each route's mix.
+        self._type_metrics = {
+            _type_key(route.model, qt): type_rate_metric(route.key, qt)
+            for route in config.routes for qt in QueryType if self._router.route_name(route.model, qt) == route.name
+        }
         self._latencies = LatencyWindow(settings.rate_window_s)
         self._slo_p95_e2e_s = load_hct(settings.table_path()).metadata.slo.p95_e2e_s if config.autoscaling else None
         self._telemetry = build_telemetry(config.telemetry)
@@ -172,9 +177,15 @@ class OasisIngress(OpenAiIngress):
         return key, self._balancer.pick(key, self._running.counts(key))
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
-        """Request rate per route, read by the app-level autoscaling policy (autoscaling/policy.py)."""
-        rates = self._rates.rates(time.monotonic(), list(self._shape_handles))
-        return {RATE_METRIC_PREFIX + key: rate for key, rate in rates.items()}
+        """Request rate per route and per (route, query type), read by the app-level autoscaling policy
+        (autoscaling/policy.py): the first is what it sizes, the second the mix that sets the route's MSRR."""
+        now = time.monotonic()
+        rates = self._rates.rates(now, list(self._shape_handles))
+        type_rates = self._type_rates.rates(now, list(self._type_metrics))
+        return {
+            **{RATE_METRIC_PREFIX + key: rate for key, rate in rates.items()},
+            **{self._type_metrics[key]: rate for key, rate in type_rates.items()},
+        }
 
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
@@ -203,7 +214,7 @@ class OasisIngress(OpenAiIngress):
         )
         return decision
 
-    async def _forward(self, body, decision: RouteDecision, method: str, request: Request) -> Response:
+    async def _forward(self, body, decision: RouteDecision, method: str, request: Request | None) -> Response:
         started = time.perf_counter()
         target = self._choose_target(decision)
         attributes = request_attributes(model=decision.model_id, query_type=decision.query_type,
@@ -253,11 +264,12 @@ class OasisIngress(OpenAiIngress):
         return "unavailable" if energy_j is None else f"{energy_j:.6g}"
 
     async def _call_route(self, body, decision: RouteDecision, target: tuple[str, str], method: str,
-                          request: Request) -> Response:
+                          request: Request | None) -> Response:
+        """`request` is None for a handle call to completions/chat (the benchmarks make them)."""
         token = _CHOSEN_TARGET.set(target)
+        forwarded = self._with_trace_context(request.headers if request else {})
         try:
-            return await self._process_llm_request(body, call_method=method,
-                                                   raw_request=self._with_trace_context(request.headers))
+            return await self._process_llm_request(body, call_method=method, raw_request=forwarded)
         except BackPressureError as exc:
             return error_response(self._overloaded(decision), headers={"Retry-After": _retry_after(exc)})
         except OpenAIHTTPException as exc:

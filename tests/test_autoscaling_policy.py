@@ -15,7 +15,8 @@ from deployments.app import build_app
 from oasis_ray.scaling.capacity import CapacityError, route_capacities, scaling_config_for
 from oasis_ray.config import INGRESS_DEPLOYMENT, parse_config
 from oasis_ray.profiling.hct import load_hct
-from oasis_ray.request_rates import RATE_METRIC_PREFIX
+from oasis_ray.query_types import QueryType
+from oasis_ray.request_rates import RATE_METRIC_PREFIX, type_rate_metric
 from oasis_ray.scaling.record import ScalingRecord
 from tests.conftest import MODEL_ID, app_config
 from tests.hct_factory import hct_row, write_table
@@ -52,10 +53,13 @@ def table(tmp_path: Path) -> Path:
     return write_table(tmp_path / "hct", standard_rows())
 
 
-def test_capacity_per_route_is_its_slowest_type(table):
+def test_capacity_per_route_is_its_slowest_type_and_carries_every_types(table):
     capacities = {c.route: c for c in route_capacities(parse_config(autoscaled_config(table)), load_hct(table).rows)}
     assert {o.shape: o.msrr_rps for o in capacities[SHORT].options} == {"cpu": 2.0, MIG: 0.5}
     assert {o.shape: o.msrr_rps for o in capacities[LONG].options} == {"cpu": 0.5}
+    assert {o.shape: o.msrr_by_type for o in capacities[SHORT].options} == {
+        "cpu": {QueryType.SISO: 4.0, QueryType.LISO: 2.0}, MIG: {QueryType.SISO: 0.8, QueryType.LISO: 0.5}}
+    assert capacities[LONG].whole_unit.msrr_by_type == {QueryType.SILO: 1.0, QueryType.LILO: 0.5}
 
 
 def test_missing_rows_are_refused_naming_route_and_shape(tmp_path):
@@ -96,11 +100,12 @@ def _context(name: str, running: int, *, metrics: dict[str, float] | None = None
 
 
 def _tick(policy: OasisAutoscalingPolicy, rates: dict[str, float], running: dict[str, int],
-          state: dict | None = None):
+          state: dict | None = None, type_rates: dict[tuple[str, QueryType], float] | None = None):
     config = parse_config(policy.app_args)
     names = {route.deployment_name(shape): (route.key, shape) for route in config.routes for shape in route.shapes()}
-    contexts = dict([_context(INGRESS_DEPLOYMENT, 1, metrics={RATE_METRIC_PREFIX + k: v for k, v in rates.items()},
-                              state=state)])
+    metrics = {RATE_METRIC_PREFIX + k: v for k, v in rates.items()}
+    metrics.update({type_rate_metric(route, qt): v for (route, qt), v in (type_rates or {}).items()})
+    contexts = dict([_context(INGRESS_DEPLOYMENT, 1, metrics=metrics, state=state)])
     for name, (key, shape) in names.items():
         contexts.update([_context(name, running.get(f"{key}@{shape}", 0))])
     decisions, policy_state = policy(contexts)
@@ -151,6 +156,28 @@ def test_burst_takes_full_units_up_to_the_route_max(policy):
     targets, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
     assert targets[f"{SHORT}@cpu"] == 2
     assert targets[f"{LONG}@cpu"] == 1
+
+
+MOSTLY_SISO = {(SHORT, QueryType.SISO): 2.7, (SHORT, QueryType.LISO): 0.3}
+
+
+def test_a_mostly_fast_mix_is_sized_at_its_mix_not_its_slowest_type(policy):
+    """3 req/s, 9 in 10 SISO: 3.3 rps needed is 1.1 x (2.7 / 4 + 0.3 / 2) = 0.91 cpu units, against 3.3 / 2 = 1.65
+    at LISO's MSRR; the MIG slice serves 1 / (0.9 / 0.8 + 0.1 / 0.5) = 0.75 of the mix, too little."""
+    running = {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1}
+    targets, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, running, type_rates=MOSTLY_SISO)
+    assert (targets[f"{SHORT}@cpu"], targets[f"{LONG}@cpu"]) == (1, 1)
+    [record] = policy.board.posted
+    assert record.msrr_rps == pytest.approx(3.0 / (2.7 / 4 + 0.3 / 2))
+    assert record.gpus_required == pytest.approx(1.1 * (2.7 / 4 + 0.3 / 2))
+
+
+def test_a_route_without_type_rates_keeps_its_slowest_types_capacity(policy):
+    other_route_only = {(LONG, QueryType.SILO): 0.2}
+    targets, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1},
+                       type_rates=other_route_only)
+    assert targets[f"{SHORT}@cpu"] == 2
+    assert policy.board.posted[0].msrr_rps == 2.0
 
 
 def test_changes_are_posted_to_the_apps_board_and_holds_are_not(policy):

@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from oasis_ray.request_rates import RateWindow
+from oasis_ray.query_types import QueryType
+from oasis_ray.request_rates import RATE_METRIC_PREFIX, RateWindow, parse_type_rate_metric, type_rate_metric
 from oasis_ray.shape_choice import ShapeBalancer
 
 
@@ -34,6 +35,18 @@ def test_young_window_uses_time_since_start():
 def test_window_must_be_positive():
     with pytest.raises(ValueError, match="window_s"):
         RateWindow(0, started_s=0)
+
+
+def test_type_rate_metrics_name_route_and_type_even_when_the_model_id_has_slashes():
+    name = type_rate_metric("meta-llama/Llama-3-8B/short-output", QueryType.LISO)
+    assert name == "oasis_type_rps:meta-llama/Llama-3-8B/short-output/LISO"
+    assert parse_type_rate_metric(name) == ("meta-llama/Llama-3-8B/short-output", QueryType.LISO)
+
+
+@pytest.mark.parametrize("name", [RATE_METRIC_PREFIX + "m/short-output", "oasis_type_rps:m/short-output/XX",
+                                  "oasis_type_rps:SISO", "other"])
+def test_other_metrics_are_not_type_rates(name):
+    assert parse_type_rate_metric(name) is None
 
 
 def test_cold_start_shape_when_nothing_runs():

@@ -14,10 +14,12 @@ import statistics
 import pytest
 from pydantic import ValidationError
 
+from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.allocation import size_route
 from oasis_ray.scaling.settings import EwmaPeakForecast, HoltForecast, RouteLimits, ScalingConfig
 from oasis_ray.scaling.core import RouteTarget, TickInput, decide
 from oasis_ray.scaling.forecast import EwmaPeakForecaster, EwmaPeakState, HoltForecaster, HoltState, advance_forecast
+from oasis_ray.scaling.mix import mix_capacity, mix_msrr
 from oasis_ray.scaling.record import ScalingRecord
 from oasis_ray.scaling.shapes import RouteCapacity, ShapeOption
 from oasis_ray.scaling.state import ScalingState
@@ -144,6 +146,67 @@ def test_min_replicas_raises_the_chosen_shape_count() -> None:
     target, _ = tick(0.0, 0.01, undamped(route_limits={ROUTE: {"min_replicas": 2, "max_replicas": 4}}))
     assert running(target) == {"1g.10gb": 2}
     assert target.record.reason.endswith("raised to min_replicas 2")
+
+
+# --- a route's mix of query types --------------------------------------------------------------
+
+SISO, LISO, SILO = QueryType.SISO, QueryType.LISO, QueryType.SILO
+# A route serving fast SISO (10 req/s per GPU) and slow LISO (2 req/s per GPU).
+SHORT_MSRR = {SISO: 10.0, LISO: 2.0}
+
+
+def short_output_capacity() -> RouteCapacity:
+    """A full GPU that knows its types' MSRRs (route MSRR the slowest's), and a slice that knows only its own."""
+    return RouteCapacity(route=ROUTE, options=(
+        ShapeOption(shape="full-gpu", msrr_rps=2.0, msrr_by_type=SHORT_MSRR),
+        ShapeOption(shape="1g.10gb", msrr_rps=0.9),
+    ))
+
+
+def test_the_mix_msrr_is_algorithm_1_summed_over_the_types() -> None:
+    """4 SISO/s and 1 LISO/s need 4/10 + 1/2 = 0.9 GPUs for 5 req/s, so a GPU serves 5 / 0.9 of that mix."""
+    assert mix_msrr(SHORT_MSRR, {SISO: 4.0, LISO: 1.0}) == pytest.approx(5 / 0.9)
+    assert mix_msrr(SHORT_MSRR, {SISO: 0.8, LISO: 0.2}) == pytest.approx(5 / 0.9)
+    assert mix_msrr(SHORT_MSRR, {SISO: 3.0}) == pytest.approx(10.0)
+
+
+def test_without_traffic_the_mix_is_the_slowest_type() -> None:
+    assert mix_msrr(SHORT_MSRR, {}) == 2.0
+    assert mix_msrr(SHORT_MSRR, {SISO: 0.0, LISO: 0.0}) == 2.0
+    # Another route's type weighs nothing here.
+    assert mix_msrr(SHORT_MSRR, {SILO: 3.0}) == 2.0
+
+
+def test_the_mix_refuses_negative_rates_and_no_types() -> None:
+    with pytest.raises(ValueError, match=r"rates: negative for \['LISO'\]"):
+        mix_msrr(SHORT_MSRR, {SISO: 1.0, LISO: -0.5})
+    with pytest.raises(ValueError, match="msrr_by_type: no query type"):
+        mix_msrr({}, {SISO: 1.0})
+
+
+def test_a_mixed_capacity_reweighs_the_options_that_know_their_types_and_keeps_the_others() -> None:
+    capacity = short_output_capacity()
+    mixed = mix_capacity(capacity, {SISO: 4.0, LISO: 1.0})
+    assert mixed.whole_unit.msrr_rps == pytest.approx(5 / 0.9)
+    assert mixed.whole_unit.msrr_by_type == SHORT_MSRR
+    assert mixed.option("1g.10gb") == capacity.option("1g.10gb")
+    assert mix_capacity(capacity, {}).whole_unit.msrr_rps == 2.0
+
+
+def test_the_core_sizes_a_mixed_route_as_the_sum_of_its_types() -> None:
+    """5 req/s of that mix: 0.9 GPUs, so one; at the slowest type's MSRR 5 / 2 = 2.5, so three."""
+    mixed, _ = tick(0.0, 5.0, undamped(), capacity=mix_capacity(short_output_capacity(), {SISO: 4.0, LISO: 1.0}))
+    assert mixed.record.gpus_required == pytest.approx(4 / 10 + 1 / 2)
+    assert running(mixed) == {"full-gpu": 1}
+    slowest, _ = tick(0.0, 5.0, undamped(), capacity=short_output_capacity())
+    assert slowest.record.gpus_required == pytest.approx(2.5)
+    assert running(slowest) == {"full-gpu": 3}
+
+
+def test_type_msrrs_must_be_positive() -> None:
+    with pytest.raises(ValidationError) as zero:
+        ShapeOption(shape="full-gpu", msrr_rps=1.0, msrr_by_type={SISO: 0.0})
+    assert _error_locations(zero.value) == [("msrr_by_type", "SISO")]
 
 
 # --- cooldowns and hysteresis ------------------------------------------------------------------

@@ -273,9 +273,11 @@ def test_a_grouped_routes_msrr_is_the_harmonic_mix_or_the_slowest_type() -> None
     assert mix.whole_unit.msrr_rps == pytest.approx(2.0)
     assert mix.whole_unit.power_w == pytest.approx(275.0)
     assert mixed_capacity("m/short-output", choices, shares, plain, "slowest").whole_unit.msrr_rps == 1.0
-    # Requests twice as costly as the profiled ones halve what a replica serves.
+    # Requests twice as costly as the profiled ones halve what a replica serves, type by type.
     doubled = {"full-gpu": {QueryType.SISO: 2.0, QueryType.LISO: 2.0}}
-    assert mixed_capacity("m/short-output", choices, shares, doubled, "mix").whole_unit.msrr_rps == pytest.approx(1.0)
+    costly = mixed_capacity("m/short-output", choices, shares, doubled, "mix").whole_unit
+    assert costly.msrr_rps == pytest.approx(1.0)
+    assert costly.msrr_by_type == {QueryType.SISO: 1.5, QueryType.LISO: 0.5}
 
 
 @pytest.mark.parametrize("mode", ["baseline", "one-at-a-time", "joint"])
@@ -324,6 +326,31 @@ def test_types_sharing_a_route_share_its_replicas(paper_service: ServiceTable) -
     assert np.allclose(runs["per-type"].gpu_equivalents, 2 / 7)
     assert runs["by-output"].result.energy_wh < runs["per-type"].result.energy_wh
     assert runs["by-output"].result.slo_attainment == 1.0
+
+
+def test_a_routes_msrr_follows_the_mix_of_types_it_observes(paper_service: ServiceTable) -> None:
+    """0.8 req/s of SISO for 600 s, then 1.6 req/s of LISO: 0.88 rps needed, then 1.76.
+
+    Weighed tick by tick, as the live policy weighs the ingress's reports, the SISO half fits a 1g slice
+    (SISO 1.02 req/s there); the trace's shares (1/3 SISO) would make the slice's MSRR
+    1 / (1/3 / 1.02 + 2/3 / 0.729) = 0.81 and LISO's alone 0.73, so a 2g slice, for the whole half.
+    The LISO half needs a 3g slice (LISO 2.08 req/s; 1.42 on 2g) either way.
+    """
+    siso, liso = _steady(0.8, 600.0), _steady(1.6, 1200.0, offset_s=600.3)
+    arrivals = np.concatenate((siso, liso))
+    inputs = np.concatenate((np.full(len(siso), 50), np.full(len(liso), 1000)))
+    workload = Workload.from_tokens("siso-then-liso", arrivals, inputs, np.full(len(arrivals), 50), ("llama-3-8b",))
+    inventory = paper_inventory()
+    settings = SimulationSettings(slo_p95_e2e_s=PAPER_SLO_P95_E2E_S, drain_s=60.0)
+    equivalents = {}
+    for rule in ("mix", "slowest"):
+        policy = OasisPolicy(name=rule, config_choice="joint", routes=BY_OUTPUT.model_copy(update={"capacity": rule}),
+                             scaling=ScalingConfig(headroom=0.1))
+        run = simulate(workload, policy, paper_service, inventory.pools[0], inventory.prices, settings)
+        equivalents[rule] = run.gpu_equivalents
+    assert np.allclose(equivalents["mix"][100:590], 1 / 7)
+    assert np.allclose(equivalents["mix"][750:1190], 3 / 7)
+    assert np.allclose(equivalents["slowest"][100:590], 2 / 7)
 
 
 def test_the_first_tick_provisions_for_the_ramp_before_a_scale_up_could_land(table: ServiceTable) -> None:

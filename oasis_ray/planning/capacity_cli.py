@@ -110,8 +110,8 @@ def _parser() -> argparse.ArgumentParser:
                             help="how OASIS groups query types into routes: by-output as serve_config.yaml "
                                  "(SISO+LISO, SILO+LILO; default) or per-type as the paper")
     simulating.add_argument("--route-capacity", choices=("mix", "slowest"), default="mix",
-                            help="a grouped route's MSRR: harmonic by the trace's mix (default) or its slowest "
-                                 "type's, as the live adapter")
+                            help="a grouped route's MSRR: at each tick's mix of types, as the live policy "
+                                 "(default), or always its slowest type's (safe for any mix)")
     simulating.add_argument("--startup-s", type=float, default=60.0, help="replica start-up time")
     simulating.add_argument("--tick-s", type=float, default=10.0, help="autoscaler interval")
     simulating.add_argument("--no-length-scaling", action="store_true",

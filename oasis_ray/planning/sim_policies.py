@@ -34,8 +34,8 @@ from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 SIMULATION_MAX_REPLICAS = 10_000
 # Target utilisation 1 / 1.5 = 67% of the MSRR. Sizing at the MSRR puts P95 on the SLO by definition,
 # and the rate the core sizes for is a 30 s mean of a bursty trace while a scale-up lands a tick plus
-# a start-up later; on the Azure conversation trace headroom 0.1 (the live default) kept the SLO in
-# 81% of minutes, 0.25 in 98% and 0.5 in all (issue 5's notes). Pass --headroom to compare.
+# a start-up later; on the Azure conversation trace (profiled lengths) headroom 0.1, the live default,
+# kept the SLO in 86% of minutes and 0.5 in all. Pass --headroom to compare.
 SIMULATION_HEADROOM = 0.5
 # Static-peak is sized from the trace's own busiest rate window, so it needs headroom only for bursts
 # inside a window: the live default.

@@ -10,13 +10,15 @@ A route's replica runs one configuration for all its types
 (ServiceTable.shared_shape_choices) and serves their mix. Its MSRR for
 Algorithm 1 is, per shape:
 
-- "mix" (default): harmonic by share, 1 / sum(share / MSRR). The replica's
-  capacity is spent request by request, so at the route's mix it serves
-  exactly this many per second; the shares are the workload's, the
-  knowledge a planner has and an operator would configure.
-- "slowest": the slowest type's MSRR, what the live adapter
-  (oasis_ray.scaling.capacity) gives the core: safe for any mix, wasteful
-  for a mix of mostly fast requests.
+- "mix" (default): harmonic by rate, rate / sum(rate_i / MSRR_i), computed
+  by oasis_ray.scaling.mix as the live policy does. The replica's capacity
+  is spent request by request, so at the route's mix it serves exactly this
+  many per second. `mixed_capacity` weighs by the workload's shares; the
+  simulator then re-weighs every tick by the rates per type it observes, as
+  the live policy does with the ingress's per-type reports.
+- "slowest": the slowest type's MSRR, what the live policy uses until the
+  ingress reports a route's types: safe for any mix, wasteful for a mix of
+  mostly fast requests.
 
 When the simulation charges each request by its own token lengths, each
 type's MSRR is first divided by its requests' mean cost relative to the
@@ -35,6 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oasis_ray.query_types import QueryType
+from oasis_ray.scaling.mix import mix_capacity
 from oasis_ray.scaling.shapes import RouteCapacity, ShapeOption
 from oasis_ray.planning.service_table import ShapeChoice
 
@@ -81,23 +84,23 @@ def mixed_capacity(
     cost: dict[str, dict[QueryType, float]],
     rule: RouteCapacityRule,
 ) -> RouteCapacity:
-    """The route's capacity per shape for its mix; `cost[shape][type]` is the mean request cost (1 = profiled)."""
+    """The route's capacity per shape for its mix; `cost[shape][type]` is the mean request cost (1 = profiled).
+
+    Each option keeps its types' cost-corrected MSRRs, so a caller can weigh them by other rates (mix_capacity).
+    """
     total = sum(shares.values())
     options = []
     for by_type in choices:
         any_choice = next(iter(by_type.values()))
         shape = any_choice.option.shape
         effective = {qt: choice.option.msrr_rps / cost[shape][qt] for qt, choice in by_type.items()}
-        if rule == "slowest":
-            msrr = min(effective.values())
-        else:
-            msrr = 1.0 / sum(shares[qt] / total / rate for qt, rate in effective.items())
         powers = [choice.option.power_w for choice in by_type.values()]
         power = None if any(p is None for p in powers) else float(
             np.dot([shares[qt] / total for qt in by_type], [p for p in powers if p is not None]))
         options.append(ShapeOption(
-            shape=shape, gpu_fraction=any_choice.option.gpu_fraction, msrr_rps=msrr, power_w=power,
-            clock_mhz=any_choice.option.clock_mhz, max_num_seqs=any_choice.option.max_num_seqs,
-            variant=any_choice.option.variant,
+            shape=shape, gpu_fraction=any_choice.option.gpu_fraction, msrr_rps=min(effective.values()),
+            msrr_by_type=effective, power_w=power, clock_mhz=any_choice.option.clock_mhz,
+            max_num_seqs=any_choice.option.max_num_seqs, variant=any_choice.option.variant,
         ))
-    return RouteCapacity(route=route, options=tuple(options))
+    capacity = RouteCapacity(route=route, options=tuple(options))
+    return mix_capacity(capacity, shares) if rule == "mix" else capacity

@@ -5,7 +5,8 @@ per model and route of its RouteGrouping, by default the live config's
 short-output and long-output, with a capacity for the route's mix: see
 oasis_ray.planning.sim_routes; per fixed group otherwise). Every `tick_s` the OASIS policies call
 `oasis_ray.scaling.core.decide`, the function the live Serve autoscaler calls, with the
-rate the ingress would report (arrivals over `rate_window_s`) and the
+rates the ingress would report (arrivals over `rate_window_s`, per route and,
+for the route's MSRR at its mix, per route and query type) and the
 replicas that have finished starting; a replica it asks for serves
 `startup_s` later. Everything else is arrays over time bins and requests
 (oasis_ray.planning.sim_queue), driven by the HCT's curves (oasis_ray.planning.service_curves):
@@ -40,6 +41,7 @@ from pydantic import BaseModel, ConfigDict
 
 from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.scaling.core import TickInput, decide
+from oasis_ray.scaling.mix import mix_capacity
 from oasis_ray.scaling.shapes import RouteCapacity
 from oasis_ray.scaling.state import ScalingState
 from oasis_ray.planning.service_curves import GRID_POINTS, UTILISATION_GRID, ServiceCurve
@@ -264,7 +266,10 @@ def _autoscale(
     capacities = tuple(group.capacity for group in routed if group.capacity is not None)
     names = [capacity.route for capacity in capacities]
     ticks = np.arange(0.0, workload.duration_s + settings.drain_s + settings.tick_s, settings.tick_s)
-    rates = _observed_rates(routed, workload, ticks, settings.rate_window_s, settings.startup_s)
+    window = (ticks, settings.rate_window_s, settings.startup_s)
+    rates = _observed_rates([workload.arrival_s[group.requests] for group in routed], *window)
+    mixing = policy.routes.capacity == "mix"
+    type_rates = [_observed_type_rates(group, workload, *window) for group in routed] if mixing else []
     state = ScalingState()
     active: list[list[list[_Replica]]] = [[[] for _ in group.shapes] for group in routed]
     changes = 0
@@ -274,9 +279,13 @@ def _autoscale(
             name: {shape.name: sum(1 for r in running[i] if r.ready_s <= now_s) for i, shape in enumerate(group.shapes)}
             for name, group, running in zip(names, routed, active)
         }
+        routes = tuple(
+            mix_capacity(capacity, {qt: float(series[k]) for qt, series in by_type.items()})
+            for capacity, by_type in zip(capacities, type_rates)
+        ) if mixing else capacities
         decision, state = decide(TickInput(
             now_s=float(now_s), observed_rps=dict(zip(names, rates[k].tolist())), current_replicas=current,
-            routes=capacities, config=policy.scaling, state=state,
+            routes=routes, config=policy.scaling, state=state,
         ))
         startup_s = 0.0 if k == 0 else settings.startup_s
         for name, group, running in zip(names, routed, active):
@@ -290,20 +299,34 @@ def _autoscale(
 
 
 def _observed_rates(
-    groups: list[_Group], workload: Workload, ticks: np.ndarray, window_s: float, startup_s: float
+    arrivals: list[np.ndarray], ticks: np.ndarray, window_s: float, startup_s: float
 ) -> np.ndarray:
-    """(tick, route) rates as the ingress reports them; the first tick looks ahead instead (see `_autoscale`)."""
-    rates = np.empty((len(ticks), len(groups)))
+    """(tick, series) rates of sorted arrival series as the ingress reports them; the first tick looks ahead
+    instead (see `_autoscale`)."""
+    rates = np.empty((len(ticks), len(arrivals)))
     span = np.minimum(window_s, np.maximum(ticks, 1e-3))
-    for column, group in enumerate(groups):
-        arrivals = workload.arrival_s[group.requests]
-        upto = np.searchsorted(arrivals, ticks, side="right")
-        before = np.searchsorted(arrivals, ticks - window_s, side="right")
+    for column, series in enumerate(arrivals):
+        upto = np.searchsorted(series, ticks, side="right")
+        before = np.searchsorted(series, ticks - window_s, side="right")
         rates[:, column] = (upto - before) / span
         ahead = (ticks >= window_s) & (ticks <= window_s + startup_s)
-        first_window = np.searchsorted(arrivals, window_s, side="left") / window_s
+        first_window = np.searchsorted(series, window_s, side="left") / window_s
         rates[0, column] = max(first_window, float(rates[ahead, column].max(initial=0.0)))
     return rates
+
+
+def _observed_type_rates(
+    group: _Group, workload: Workload, ticks: np.ndarray, window_s: float, startup_s: float
+) -> dict[QueryType, np.ndarray]:
+    """Each of the group's types' rate per tick, as the ingress reports it per route and type.
+
+    The first tick looks ahead per type, so its mix weighs each type by its own busiest early window.
+    """
+    arrivals = workload.arrival_s[group.requests]
+    types = workload.type_code[group.requests]
+    codes = sorted(group.shapes[0].curves)
+    rates = _observed_rates([arrivals[types == code] for code in codes], ticks, window_s, startup_s)
+    return {QUERY_TYPES[code]: rates[:, column] for column, code in enumerate(codes)}
 
 
 def _reconcile(active: list[_Replica], history: list[_Replica], target: int, now_s: float, startup_s: float) -> int:

@@ -2,10 +2,11 @@
 
 A route runs one engine configuration (batch size, variant) and serves one or
 more query types, so its capacity on a shape is the HCT's MSRR for that
-configuration and shape, taken at the route's slowest query type: sizing by
-the slowest type keeps the SLO whatever the mix. Rows measured at default
-clocks are preferred, since live replicas run unlocked; otherwise the highest
-clock profiled.
+configuration and shape, per query type. The route MSRR given here is the
+slowest type's, which keeps the SLO whatever the mix; each option also carries
+every type's MSRR, so the policy can size for the mix the ingress reports
+(oasis_ray.scaling.mix). Rows measured at default clocks are preferred, since
+live replicas run unlocked; otherwise the highest clock profiled.
 
 Any route or shape the table cannot vouch for (no row, only failed trials, or
 an SLO never met) is refused here, at startup, with the route named.
@@ -93,6 +94,7 @@ def _shape_option(
     return ShapeOption(
         shape=shape,
         msrr_rps=msrr_by_type[slowest],
+        msrr_by_type=msrr_by_type,
         power_w=max(power) if power and all(math.isfinite(p) for p in power) else None,
         clock_mhz=clock,
         max_num_seqs=route.engine.max_num_seqs,

@@ -16,7 +16,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationInfo, field_validator, model_validator
+
+from oasis_ray.query_types import QueryType
 
 FULL_GPU = "full-gpu"
 CPU = "cpu"
@@ -51,6 +53,11 @@ class ShapeOption(BaseModel):
         description="Share of one GPU; defaults to slices/7 for MIG and 1.0 for whole units.",
     )
     msrr_rps: float = Field(gt=0, description="Maximum serviceable request rate under the SLO (HCT).")
+    msrr_by_type: dict[QueryType, PositiveFloat] = Field(
+        default_factory=dict,
+        description="MSRR of each query type the route serves, so its MSRR can follow the mix "
+                    "(oasis_ray.scaling.mix); empty when only the route MSRR is known.",
+    )
     power_w: float | None = Field(None, gt=0, description="Mean power at that rate (HCT), for reporting.")
     clock_mhz: int | None = Field(None, gt=0)
     max_num_seqs: int | None = Field(None, ge=1)
