@@ -9,8 +9,9 @@ Its cost table comes from the profiling job's entry point, run on this
 cluster with tests/autoscaling_sweep.yaml (the tiny model at batch 1, every
 query type): the 'cpu' rows are measured here. A CPU cannot be profiled as a
 MIG slice, so the slice's rows are the measured ones at MIG_SHARE of their
-MSRR, and marked as derived. The burst is sized from the measured MSRR so
-that it needs two full units on any machine. The route may scale to zero
+MSRR, and marked as derived. The burst is all SILO at 1.3x SILO's measured
+MSRR: the route is sized at the mix it serves, so on any machine the burst
+needs two full units. The route may scale to zero
 after SCALE_TO_ZERO_AFTER_S idle, long enough for the move back to the slice
 to finish first.
 """
@@ -43,6 +44,9 @@ PREFIX = "/autoscaled"
 MIG = MIG_STANDIN_RESOURCE.removeprefix("MIG-")
 SWEEP_SPEC = Path(__file__).with_name("autoscaling_sweep.yaml")
 MIG_SHARE = 0.3
+# The sweep's lengths are scaled down, so the app splits query types where they do: its SILO is 16 in, 64 out.
+TAU_TOKENS = 32
+BURST_BODY = {"model": MODEL_ID, "prompt": [300] * 16, "max_tokens": 64, "ignore_eos": True}
 ROUTE_KEY = f"{MODEL_ID}/all"
 SCALE_TO_ZERO_AFTER_S = 150
 
@@ -53,9 +57,11 @@ def _config(hct: Path) -> dict:
         "default_max_tokens": 8,
         "api_key": API_KEY,
         "engine_env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"},
-        "models": [{"model_id": MODEL_ID, "source": "embedded", "default_route": "all"}],
+        "models": [{"model_id": MODEL_ID, "source": "embedded", "default_route": "all", "tau_tokens": TAU_TOKENS}],
         "routes": [{
             "name": "all", "model": MODEL_ID, "engine": engine, "min_replicas": 1, "max_replicas": 2,
+            # The burst queues while full units start; failures are what the test counts, not the bound.
+            "max_queued_requests": 1000,
             "resources": {"accelerator": "cpu", "cpus": 0.2},
             "mig_shapes": [{"profile": MIG, "resources": {"accelerator": "cpu", "cpus": 0.2,
                                                           "custom_resources": {MIG_STANDIN_RESOURCE: 1}}}],
@@ -72,7 +78,7 @@ def _config(hct: Path) -> dict:
 
 
 def _profiled_table(directory: Path) -> tuple[Path, float]:
-    """The swept table plus derived MIG stand-in rows, and the route's measured MSRR (its slowest type's)."""
+    """The swept table plus derived MIG stand-in rows, and the measured full-unit MSRR of SILO (the burst's type)."""
     swept = directory / "swept"
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     command = [sys.executable, "-m", "profiling_jobs.sweep", "--spec", str(SWEEP_SPEC), "--out", str(swept)]
@@ -86,7 +92,8 @@ def _profiled_table(directory: Path) -> tuple[Path, float]:
         trial_id=measured["trial_id"] + "-mig-standin", power_note="derived from the cpu row, not measured",
     )
     combined = dataclasses.replace(table, rows=pd.concat([measured, derived], ignore_index=True))
-    return write_hct(combined, directory / "hct"), float(measured["msrr_req_s"].min())
+    silo_msrr = float(measured.loc[measured["query_type"] == "SILO", "msrr_req_s"].iloc[0])
+    return write_hct(combined, directory / "hct"), silo_msrr
 
 
 def _running(shape: str) -> int:
@@ -127,8 +134,7 @@ async def _load_until(base: str, rate_rps: float, done, timeout_s: float, then_s
     """Open-loop load at `rate_rps` until `done()` holds (checked each second), then `then_s` more seconds."""
     async with httpx.AsyncClient(timeout=300, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
         async def one() -> int:
-            response = await client.post(f"{base}/v1/completions",
-                                         json={"model": MODEL_ID, "prompt": [300] * 16, "max_tokens": 4})
+            response = await client.post(f"{base}/v1/completions", json=BURST_BODY)
             return response.status_code
 
         tasks: list[asyncio.Task] = []
@@ -149,7 +155,7 @@ async def _load_until(base: str, rate_rps: float, done, timeout_s: float, then_s
 
 def test_burst_scales_to_full_units_and_back_without_failures(autoscaled_app, profiled):
     assert (_running(MIG), _running("cpu")) == (1, 0)
-    burst_rps = math.ceil(1.5 * profiled[1])
+    burst_rps = math.ceil(1.3 * profiled[1])
     statuses = asyncio.run(_load_until(autoscaled_app, burst_rps, lambda: _running("cpu") == 2, 480, then_s=5))
     _wait_for(lambda: (_running(MIG), _running("cpu")) == (1, 0), 300, "the burst's replicas to retire")
     assert len(statuses) > 20
