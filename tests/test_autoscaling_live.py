@@ -53,7 +53,7 @@ BURST_BODY = {"model": MODEL_ID, "prompt": [300] * 16, "max_tokens": 40, "ignore
 # of need (1.45 of rate), a margin the rate window's noise does not cross, whatever MSRR was measured.
 BURST_OVER_MSRR = 1.8
 ROUTE_KEY = f"{MODEL_ID}/all"
-SCALE_TO_ZERO_AFTER_S = 150
+SCALE_TO_ZERO_AFTER_S = 110
 
 
 def _config(hct: Path) -> dict:
