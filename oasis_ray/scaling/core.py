@@ -21,9 +21,11 @@ on every tick until they did. The rules, in order:
   capacity, and no cooldown should stand in the way;
 - need exceeds what the plan serves: scale up, unless a change happened less
   than `upscale_cooldown_s` ago;
-- need is below plan capacity x (1 - hysteresis), and the new answer is
-  smaller: scale down, unless a change happened less than
-  `downscale_cooldown_s` ago;
+- the new answer is smaller and need is below *its* capacity x (1 -
+  hysteresis): scale down, unless a change happened less than
+  `downscale_cooldown_s` ago. The band is taken on the smaller plan, not the
+  current one: a plan that would run at its limit is one small rise away
+  from the scale-up that undoes it;
 - otherwise hold: the need sits in the hysteresis band.
 Both cooldowns count from the last change in either direction, so a scale-up
 also postpones the next scale-down; this is what stops a bursty rate from
@@ -271,13 +273,19 @@ def _judge(
         if wait_s > 0:
             return _Judgement("hold", before, f"upscale cooldown, {wait_s:.4g}s left: {shortfall}")
         return _Judgement(direction, wanted, f"{shortfall}; {sizing_note}")
-    floor = serving * (1 - config.hysteresis)
-    if need >= floor:
-        band = f"need {need:.4g} rps within [{floor:.4g}, {serving:.4g}] (hysteresis {config.hysteresis:g})"
-        return _Judgement("hold", before, band)
     if direction == "scale_up":
         return _Judgement("hold", before, f"current plan serves {serving:.4g} rps, more than the need {need:.4g}")
-    surplus = f"need {need:.4g} rps below {floor:.4g} (capacity {serving:.4g} x (1 - {config.hysteresis:g}))"
+    if wanted.replicas == 0:
+        surplus = "no traffic"
+    else:
+        smaller = capacity.serving_rps(wanted.as_replicas())
+        floor = smaller * (1 - config.hysteresis)
+        if need >= floor:
+            band = (f"need {need:.4g} rps would leave the smaller plan ({smaller:.4g} rps) less than "
+                    f"{config.hysteresis:g} spare (hysteresis); keeping {serving:.4g} rps")
+            return _Judgement("hold", before, band)
+        surplus = (f"need {need:.4g} rps below {floor:.4g} (smaller plan's capacity {smaller:.4g} x "
+                   f"(1 - {config.hysteresis:g}))")
     wait_s = _cooldown_left(config.downscale_cooldown_s, changed_at_s, now_s)
     if wait_s > 0:
         return _Judgement("hold", before, f"downscale cooldown, {wait_s:.4g}s left: {surplus}")
