@@ -44,11 +44,11 @@ PREFIX = "/autoscaled"
 MIG = MIG_STANDIN_RESOURCE.removeprefix("MIG-")
 SWEEP_SPEC = Path(__file__).with_name("autoscaling_sweep.yaml")
 MIG_SHARE = 0.3
-# The sweep's lengths are scaled down, so the app splits query types where they do (its SILO: 16 in, 256 out).
-TAU_TOKENS = 32
+# The sweep's lengths are scaled down, so the app splits query types where they do (its SILO: 4 in, 256 out).
+TAU_TOKENS = 8
 # SILO requests cheaper than the profiled ones: the policy sizes by request count at the profiled
 # lengths, and the machine must keep up with the burst it is sent for the rate to be what it observes.
-BURST_BODY = {"model": MODEL_ID, "prompt": [300] * 16, "max_tokens": 40, "ignore_eos": True}
+BURST_BODY = {"model": MODEL_ID, "prompt": [300] * 4, "max_tokens": 9, "ignore_eos": True}
 # With headroom 0.1 this needs 1.98 full units, so two; two shrink to one only below 0.8 x 2 = 1.6 MSRR
 # of need (1.45 of rate), a margin the rate window's noise does not cross, whatever MSRR was measured.
 BURST_OVER_MSRR = 1.8
@@ -181,7 +181,7 @@ def test_idle_route_scales_to_zero_and_its_next_request_waits_for_a_replica(auto
     _wait_for(lambda: (_running(MIG), _running("cpu")) == (0, 0), SCALE_TO_ZERO_AFTER_S + 120, "scale to zero")
     started = time.monotonic()
     response = httpx.post(f"{autoscaled_app}/v1/completions", headers={"Authorization": f"Bearer {API_KEY}"},
-                          json={"model": MODEL_ID, "prompt": [300] * 16, "max_tokens": 4}, timeout=600)
+                          json={"model": MODEL_ID, "prompt": [300] * 4, "max_tokens": 4}, timeout=600)
     waited_s = time.monotonic() - started
     assert response.status_code == 200, response.text
     assert response.headers["x-oasis-shape"] == MIG, "an idle route restarts on its smallest shape"
