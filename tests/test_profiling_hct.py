@@ -78,7 +78,7 @@ def measured(trial: Trial, power_w: float | None = 350.0, run_id: str = "run-a")
     slo = trial.slo.p95_e2e_s
     passing = [p for p in points if p.e2e_p95_s <= slo]
     result = SearchResult(
-        mode="bisection", points=points, best=max(passing, key=lambda p: p.requests_per_s), capped=False
+        points=points, best=max(passing, key=lambda p: p.requests_per_s), capped=False
     )
     return measured_outcome(
         trial,

@@ -43,7 +43,14 @@ import functools
 import math
 from dataclasses import dataclass
 
-from oasis_ray.profiling.hct import HCT_SCHEMA_VERSION, HardwareCostTable, HctMetadata, HctRow, LoadPointRow
+from oasis_ray.profiling.hct import (
+    HCT_SCHEMA_VERSION,
+    HardwareCostTable,
+    HctMetadata,
+    HctRow,
+    LoadPointRow,
+    msrr_columns,
+)
 from oasis_ray.planning.inventory import DevicePool, Inventory, Prices
 from oasis_ray.query_types import QueryType
 from oasis_ray.profiling.sweep_spec import PAPER_QUERY_LENGTHS, LoadSettings, SearchSettings, SloSpec, Variant
@@ -239,12 +246,10 @@ def _trial(config: _Config) -> tuple[HctRow, list[LoadPointRow]]:
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         slo_p95_e2e_s=PAPER_SLO_P95_E2E_S,
-        slo_feasible=best is not None,
-        msrr_req_s=best.requests_per_s if best else 0.0,
-        msrr_output_tokens_per_s=best.output_tokens_per_s if best else 0.0,
-        msrr_concurrency=best.concurrency if best else None,
         msrr_capped=False,
-        **_figures_at(best),
+        **msrr_columns(best),
+        power_available=best is not None,
+        power_note=None if best is not None else "SLO never met",
         search_mode="linear",
         load_points=len(points),
         search_wall_s=math.nan,
@@ -255,12 +260,6 @@ def _trial(config: _Config) -> tuple[HctRow, list[LoadPointRow]]:
     return row, points
 
 
-def _figures_at(best: LoadPointRow | None) -> dict[str, object]:
-    names = [f"{m}_p{p}_s" for m in ("e2e", "ttft", "tpot") for p in (50, 95, 99)]
-    names += ["mean_power_w", "energy_per_token_j", "sm_clock_mhz"]
-    if best is None:
-        return {name: math.nan for name in names} | {"power_available": False, "power_note": "SLO never met"}
-    return {name: getattr(best, name) for name in names} | {"power_available": True, "power_note": None}
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ AZURE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 BURSTGPT_COLUMNS = ("Timestamp", "Request tokens", "Response tokens")
 BURSTGPT_MODEL_COLUMN = "Model"
-TRACE_COLUMNS = ("arrival_s", "input_tokens", "output_tokens")
 
 _HEADER_LINE = 1
 _FIRST_DATA_LINE = 2

@@ -130,6 +130,30 @@ class HctRow(BaseModel):
         return self
 
 
+# Row columns copied from the load point that achieved the MSRR.
+_FIGURES_AT_MSRR = (
+    *(f"{metric}_p{p}_s" for metric in ("e2e", "ttft", "tpot") for p in (50, 95, 99)),
+    "mean_power_w",
+    "energy_per_token_j",
+    "sm_clock_mhz",
+)
+
+
+def msrr_columns(best: LoadPoint | None) -> dict[str, Any]:
+    """The row's MSRR and the figures measured there, from the best load point; None: the SLO was never met.
+
+    The sweep and the paper-values table both build rows from a best point, so
+    a column added to HctRow is filled in one place.
+    """
+    return {
+        **{name: getattr(best, name) if best is not None else math.nan for name in _FIGURES_AT_MSRR},
+        "slo_feasible": best is not None,
+        "msrr_req_s": best.requests_per_s if best is not None else 0.0,
+        "msrr_output_tokens_per_s": best.output_tokens_per_s if best is not None else 0.0,
+        "msrr_concurrency": best.concurrency if best is not None else None,
+    }
+
+
 class LoadPointRow(LoadPoint):
     """One measured load level of one trial, in the order the search measured them."""
 

@@ -35,7 +35,6 @@ Measure = Callable[[int], LoadPoint]
 class SearchResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    mode: str
     points: list[LoadPoint]
     best: LoadPoint | None
     capped: bool
@@ -67,7 +66,7 @@ def search_msrr(measure: Measure, slo: SloSpec, settings: SearchSettings) -> Sea
     passing = [p for p in points.values() if meets_slo(p, slo)]
     best = max(passing, key=lambda p: p.requests_per_s, default=None)
     capped = settings.max_concurrency in points and meets_slo(points[settings.max_concurrency], slo)
-    return SearchResult(mode=settings.mode, points=list(points.values()), best=best, capped=capped)
+    return SearchResult(points=list(points.values()), best=best, capped=capped)
 
 
 def _ramp(passes: Callable[[int], bool], settings: SearchSettings) -> None:

@@ -13,19 +13,17 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, ConfigDict
 
 from oasis_ray.profiling.clock_control import ClockLock
-from oasis_ray.profiling.hct import HCT_SCHEMA_VERSION, HardwareCostTable, HctMetadata, HctRow, LoadPointRow
+from oasis_ray.profiling.hct import (
+    HCT_SCHEMA_VERSION,
+    HardwareCostTable,
+    HctMetadata,
+    HctRow,
+    LoadPointRow,
+    msrr_columns,
+)
 from oasis_ray.profiling.msrr_search import SearchResult, meets_slo
 from oasis_ray.profiling.sweep_plan import Trial
 from oasis_ray.profiling.sweep_spec import GpuTarget, MigTarget, SweepSpec, spec_hash
-
-# Row columns copied from the load point that achieved the MSRR.
-_FIGURES_AT_MSRR = (
-    *(f"{metric}_p{p}_s" for metric in ("e2e", "ttft", "tpot") for p in (50, 95, 99)),
-    "mean_power_w",
-    "energy_per_token_j",
-    "sm_clock_mhz",
-)
-
 
 class TrialOutcome(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -84,21 +82,16 @@ def measured_outcome(
     started_at: str,
 ) -> TrialOutcome:
     best = result.best
-    figures = {name: getattr(best, name) if best is not None else math.nan for name in _FIGURES_AT_MSRR}
     power_available = best is not None and best.power_available
     row = HctRow(
         **_identity(trial, run_id),
-        **figures,
+        **msrr_columns(best),
         status="ok",
         error=None,
         device_name=device.device_name,
         driver_version=device.driver_version,
         clock_locked=clock.locked,
         clock_note=clock.note,
-        slo_feasible=best is not None,
-        msrr_req_s=result.msrr_req_s,
-        msrr_output_tokens_per_s=best.output_tokens_per_s if best is not None else 0.0,
-        msrr_concurrency=best.concurrency if best is not None else None,
         msrr_capped=result.capped,
         power_available=power_available,
         power_note=None if power_available else device.power_note or "no power reading at the MSRR",
