@@ -22,15 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from oasis_ray.query_types import DEFAULT_TAU_TOKENS, QueryType
 from oasis_ray.scaling.settings import ScalingConfig
+from oasis_ray.scaling.shapes import CPU, FULL_GPU, MIG_PROFILE_PATTERN
 from oasis_ray.telemetry.settings import TelemetryConfig
 from oasis_ray.validation import error_lines
 
 EMBEDDED_SOURCE = "embedded"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 INGRESS_DEPLOYMENT = "OasisIngress"
-CPU_SHAPE = "cpu"
-FULL_GPU_SHAPE = "full-gpu"
-MIG_PROFILE_PATTERN = r"^[1-7]g\.[1-9][0-9]*gb$"
 
 
 class ConfigError(ValueError):
@@ -162,7 +160,7 @@ class RouteConfig(_Strict):
 
     @property
     def whole_shape(self) -> str:
-        return CPU_SHAPE if self.resources.accelerator == "cpu" else FULL_GPU_SHAPE
+        return CPU if self.resources.accelerator == "cpu" else FULL_GPU
 
     def shapes(self) -> dict[str, RouteResources]:
         """Every shape a replica of this route can take, whole unit first."""

@@ -18,11 +18,11 @@ import math
 
 import pandas as pd
 
-from oasis_ray.config import CPU_SHAPE, FULL_GPU_SHAPE, OasisAppConfig, RouteConfig, RouteResources
+from oasis_ray.config import OasisAppConfig, RouteConfig, RouteResources
 from oasis_ray.query_types import QueryType
 from oasis_ray.routing import QueryRouter
 from oasis_ray.scaling.settings import RouteLimits, ScalingConfig
-from oasis_ray.scaling.shapes import RouteCapacity, ShapeOption
+from oasis_ray.scaling.shapes import CPU, FULL_GPU, RouteCapacity, ShapeOption
 from oasis_ray.profiling.sweep_spec import Variant
 
 
@@ -43,9 +43,9 @@ def route_variant(route: RouteConfig) -> Variant | None:
 
 
 def _rows_for_shape(rows: pd.DataFrame, shape: str, resources: RouteResources) -> pd.Series:
-    if shape == CPU_SHAPE:
+    if shape == CPU:
         return rows["hardware_kind"] == "cpu"
-    if shape == FULL_GPU_SHAPE:
+    if shape == FULL_GPU:
         matches = rows["hardware_kind"] == "gpu"
         if resources.accelerator_type:
             matches &= rows["accelerator_type"] == resources.accelerator_type

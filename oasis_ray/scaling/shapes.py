@@ -24,7 +24,9 @@ FULL_GPU = "full-gpu"
 CPU = "cpu"
 WHOLE_UNIT_SHAPES = (FULL_GPU, CPU)
 MIG_COMPUTE_SLICES = 7
-SHAPE_PATTERN = r"^(full-gpu|cpu|[1-7]g\.[1-9][0-9]*gb)$"
+_MIG_PROFILE = r"[1-7]g\.[1-9][0-9]*gb"
+MIG_PROFILE_PATTERN = f"^{_MIG_PROFILE}$"
+SHAPE_PATTERN = f"^({FULL_GPU}|{CPU}|{_MIG_PROFILE})$"
 
 
 def default_gpu_fraction(shape: str) -> float | None:

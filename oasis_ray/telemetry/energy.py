@@ -9,8 +9,17 @@ never estimated, so every reported joule was actually metered.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 MJ_PER_J = 1000
+
+
+def measured_total(shares: Iterable[float | None]) -> float | None:
+    """The sum of measured shares, or None if any is unknown or there are none: a partial sum would read low."""
+    listed = list(shares)
+    if not listed or any(share is None for share in listed):
+        return None
+    return math.fsum(share for share in listed if share is not None)
 
 
 def counter_delta_mj(previous: int, current: int, *, wrap_at: int = 2**64) -> int | None:
@@ -73,6 +82,11 @@ class EnergyMeter:
         self.seconds += timestamp_s - last_s
         self.measured_intervals += 1
         return energy_j
+
+    @property
+    def last_timestamp_s(self) -> float | None:
+        """The latest reading's time; a reading must come after it."""
+        return None if self._last is None else self._last[0]
 
     @property
     def mean_power_w(self) -> float | None:

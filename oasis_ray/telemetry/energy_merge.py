@@ -12,9 +12,9 @@ was: a partial sum would pass for a low figure.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
+from oasis_ray.telemetry.energy import measured_total
 from oasis_ray.telemetry.gpu_sampler import EnergyInterval
 
 
@@ -44,5 +44,4 @@ class NodeIntervalMerger:
             shares.extend(interval.total_j for interval in intervals if interval.t_end_s <= t_end)
             self._pending[node] = [interval for interval in intervals if interval.t_end_s > t_end]
         self._last_close_s = t_end
-        energy = None if any(share is None for share in shares) else math.fsum(s for s in shares if s is not None)
-        return [(t_end, energy)]
+        return [(t_end, measured_total(shares))]

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pynvml
 
-from oasis_ray.telemetry.energy import EnergyMeter
+from oasis_ray.telemetry.energy import EnergyMeter, measured_total
 from oasis_ray.telemetry.nvml import GpuSample, NvmlReader, NvmlUnavailable
 
 UNAVAILABLE = "unavailable"
@@ -52,16 +51,7 @@ class EnergyInterval:
     @property
     def total_j(self) -> float | None:
         """The node's energy, or None if any GPU's share is unknown: a partial sum would read as a low figure."""
-        shares = list(self.energy_j_by_gpu.values())
-        if not shares or any(share is None for share in shares):
-            return None
-        return math.fsum(share for share in shares if share is not None)
-
-
-@dataclass
-class _GpuMeter:
-    meter: EnergyMeter
-    last_s: float
+        return measured_total(self.energy_j_by_gpu.values())
 
 
 class GpuSampler:
@@ -84,7 +74,7 @@ class GpuSampler:
         self._reader_factory = reader_factory
         self._clock = clock
         self._reader: NvmlReader | None = None
-        self._meters: dict[str, _GpuMeter] = {}
+        self._meters: dict[str, EnergyMeter] = {}
         self._last_end_s: float | None = None
         self.last_interval: EnergyInterval | None = None
 
@@ -111,7 +101,7 @@ class GpuSampler:
 
     def meters(self) -> dict[str, EnergyMeter]:
         """Each GPU's meter since it was last (re)discovered: metered joules and lost intervals so far."""
-        return {uuid: gpu.meter for uuid, gpu in self._meters.items()}
+        return dict(self._meters)
 
     async def run(self, on_reading: Callable[[GpuReading, EnergyInterval], None], stop: asyncio.Event) -> None:
         """Samples every period_s until `stop` is set, on a fixed schedule so sampling time does not add drift.
@@ -144,15 +134,15 @@ class GpuSampler:
                 reader.close()
 
     def _close_measured(self, samples: list[GpuSample]) -> EnergyInterval:
-        meters: dict[str, _GpuMeter] = {}
+        meters: dict[str, EnergyMeter] = {}
         energy: dict[str, float | None] = {}
         for sample in samples:
-            gpu = self._meters.get(sample.uuid)
-            if gpu is None or sample.timestamp_s <= gpu.last_s:
-                gpu = _GpuMeter(EnergyMeter(), sample.timestamp_s)
-            energy[sample.uuid] = gpu.meter.add(sample.timestamp_s, sample.energy_mj)
-            gpu.last_s = sample.timestamp_s
-            meters[sample.uuid] = gpu
+            meter = self._meters.get(sample.uuid)
+            last_s = meter.last_timestamp_s if meter is not None else None
+            if meter is None or (last_s is not None and sample.timestamp_s <= last_s):
+                meter = EnergyMeter()
+            energy[sample.uuid] = meter.add(sample.timestamp_s, sample.energy_mj)
+            meters[sample.uuid] = meter
         self._meters = meters
         return self._close(max(sample.timestamp_s for sample in samples), energy)
 

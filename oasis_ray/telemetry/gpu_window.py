@@ -8,9 +8,9 @@ never a partial sum that would read as a quiet GPU.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
+from oasis_ray.telemetry.energy import measured_total
 from oasis_ray.telemetry.gpu_sampler import EnergyInterval, GpuReading
 from oasis_ray.telemetry.nvml import GpuSample
 from oasis_ray.telemetry.status_view import GpuStatus
@@ -37,10 +37,8 @@ class GpuWindow:
                 intervals.popleft()
             inside = [i for i in intervals if i.t_start_s is not None and i.t_start_s >= horizon]
             for sample in samples:
-                shares = [i.energy_j_by_gpu.get(sample.uuid) for i in inside]
-                measured = bool(shares) and all(share is not None for share in shares)
                 statuses.append(GpuStatus(
                     node=node, index=sample.index, name=sample.name, power_w=sample.power_w,
-                    energy_j=math.fsum(s for s in shares if s is not None) if measured else None,
+                    energy_j=measured_total(i.energy_j_by_gpu.get(sample.uuid) for i in inside),
                 ))
         return statuses

@@ -240,7 +240,7 @@ class Telemetry:
         self._scaling.add(1, {"route": record.route, "action": record.action, "advisory": record.advisory})
 
     def update_gpu(self, node: str, reading: GpuReading) -> None:
-        """Feed each GpuSampler.sample_once() result; the GPU observables report the latest fresh one per node."""
+        """Feed each reading a node's GpuSampler publishes; the GPU observables report the latest fresh one per node."""
         self._gpu.update(node, reading)
 
     def gpu_status(self) -> dict[str, str]:

@@ -219,13 +219,16 @@ class NvmlReader:
         nvml = self._nvml
         missing: list[str] = []
         optional = functools.partial(self._optional, missing=missing)
+        memory = optional("mem_used_bytes", lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
+        if memory is None:
+            missing.append("mem_total_bytes")
         return MigSample(
             parent_index=parent_index,
             slot=slot,
             uuid=nvml.nvmlDeviceGetUUID(handle),
             profile=mig_profile(nvml.nvmlDeviceGetName(handle)),
-            mem_used_bytes=optional("mem_used_bytes", lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used),
-            mem_total_bytes=optional("mem_total_bytes", lambda: nvml.nvmlDeviceGetMemoryInfo(handle).total),
+            mem_used_bytes=memory.used if memory is not None else None,
+            mem_total_bytes=memory.total if memory is not None else None,
             gpu_util_pct=optional("gpu_util_pct", lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
             unsupported=tuple(missing),
         )
