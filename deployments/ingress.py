@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from opentelemetry.trace import Span
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -128,11 +130,11 @@ class OasisIngress(OpenAiIngress):
         self._running = RunningReplicas(shape_handles)
         settings = config.autoscaling or AutoscalingSettings(hct_path="")
         self._window_s = settings.rate_window_s
-        self._rates = RateWindow(settings.rate_window_s, started_s=time.monotonic())
         self._type_rates = RateWindow(settings.rate_window_s, started_s=time.monotonic())
-        # Each (model, query type) is served by exactly one route, so the per-type window gives each route's mix.
-        self._type_metrics = {
-            _type_key(route.model, qt): type_rate_metric(route.key, qt)
+        # Each (model, query type) is served by exactly one route, so the per-type window gives each route's
+        # mix, and their sum the route's rate.
+        self._type_routes = {
+            _type_key(route.model, qt): (route.key, type_rate_metric(route.key, qt))
             for route in config.routes for qt in QueryType if self._router.route_name(route.model, qt) == route.name
         }
         self._latencies = LatencyWindow(settings.rate_window_s)
@@ -170,22 +172,29 @@ class OasisIngress(OpenAiIngress):
         return self._shape_handles[key][shape]
 
     def _choose_target(self, decision: RouteDecision) -> tuple[str, str]:
-        """Count the request for the autoscaler and pick the shape whose replicas serve it."""
+        """Count the request for the autoscaler and pick the shape whose replicas serve it.
+
+        Only a route with several shapes needs the replica counts to choose.
+        """
+        self._type_rates.record(_type_key(decision.model_id, decision.query_type), time.monotonic())
         key = route_key(decision.model_id, decision.route)
-        self._rates.record(key, time.monotonic())
+        shapes = self._shape_handles[key]
+        if len(shapes) == 1:
+            return key, next(iter(shapes))
         self._running.refresh_soon()
         return key, self._balancer.pick(key, self._running.counts(key))
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Request rate per route and per (route, query type), read by the app-level autoscaling policy
         (autoscaling/policy.py): the first is what it sizes, the second the mix that sets the route's MSRR."""
-        now = time.monotonic()
-        rates = self._rates.rates(now, list(self._shape_handles))
-        type_rates = self._type_rates.rates(now, list(self._type_metrics))
-        return {
-            **{RATE_METRIC_PREFIX + key: rate for key, rate in rates.items()},
-            **{self._type_metrics[key]: rate for key, rate in type_rates.items()},
-        }
+        type_rates = self._type_rates.rates(time.monotonic(), list(self._type_routes))
+        route_rates = dict.fromkeys(self._shape_handles, 0.0)
+        metrics = {}
+        for key, rate in type_rates.items():
+            route, metric = self._type_routes[key]
+            route_rates[route] += rate
+            metrics[metric] = rate
+        return {**{RATE_METRIC_PREFIX + route: rate for route, rate in route_rates.items()}, **metrics}
 
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
@@ -206,7 +215,6 @@ class OasisIngress(OpenAiIngress):
         if budget is None:
             budget = body.max_tokens = self._config.default_max_tokens
         decision = self._router.decide(model_id, input_tokens, budget)
-        self._type_rates.record(_type_key(decision.model_id, decision.query_type), time.monotonic())
         logger.info(
             "oasis route model=%s query_type=%s route=%s input_tokens=%d max_tokens=%d",
             decision.model_id, decision.query_type.value, decision.route, decision.input_tokens,
@@ -214,17 +222,37 @@ class OasisIngress(OpenAiIngress):
         )
         return decision
 
-    async def _forward(self, body, decision: RouteDecision, method: str, request: Request | None) -> Response:
-        started = time.perf_counter()
+    @contextmanager
+    def _routed(self, decision: RouteDecision) -> Iterator[tuple[str, Span, dict[str, str]]]:
+        """One request's trip to its route: the chosen shape, the ingress span and its carrier (for the energy span).
+
+        Inside, the oasis.route span is current (its traceparent goes to the
+        engine) and the chosen (route, shape) is what the parent's handle lookup returns.
+        """
         target = self._choose_target(decision)
         attributes = request_attributes(model=decision.model_id, query_type=decision.query_type,
                                         route=decision.route, input_tokens=decision.input_tokens)
         with self._telemetry.span("oasis.ingress", attributes) as span:
             carrier = self._telemetry.inject()
             with self._telemetry.span("oasis.route", {**attributes, "oasis.shape": target[1]}):
-                response = await self._call_route(body, decision, target, method, request)
+                token = _CHOSEN_TARGET.set(target)
+                try:
+                    yield target[1], span, carrier
+                finally:
+                    _CHOSEN_TARGET.reset(token)
+
+    async def _handle(self, body: CompletionRequest | ChatCompletionRequest, method: str,
+                      request: Request | None) -> Response:
+        """`request` is None for a handle call to completions/chat (the benchmarks make them)."""
+        started = time.perf_counter()
+        try:
+            decision = self._admit(body)
+        except OasisRequestError as error:
+            return self._refuse(error, started)
+        with self._routed(decision) as (shape, span, carrier):
+            response = await self._call_route(body, decision, method, request)
             span.set_attributes(request_attributes(status_code=response.status_code))
-        response.headers.update({**decision.headers(), "x-oasis-shape": target[1]})
+        response.headers.update({**decision.headers(), "x-oasis-shape": shape})
         if isinstance(response, StreamingResponse):
             observation = StreamObservation(started_s=started)
 
@@ -263,10 +291,7 @@ class OasisIngress(OpenAiIngress):
         )
         return "unavailable" if energy_j is None else f"{energy_j:.6g}"
 
-    async def _call_route(self, body, decision: RouteDecision, target: tuple[str, str], method: str,
-                          request: Request | None) -> Response:
-        """`request` is None for a handle call to completions/chat (the benchmarks make them)."""
-        token = _CHOSEN_TARGET.set(target)
+    async def _call_route(self, body, decision: RouteDecision, method: str, request: Request | None) -> Response:
         forwarded = self._with_trace_context(request.headers if request else {})
         try:
             return await self._process_llm_request(body, call_method=method, raw_request=forwarded)
@@ -274,8 +299,6 @@ class OasisIngress(OpenAiIngress):
             return error_response(self._overloaded(decision), headers={"Retry-After": _retry_after(exc)})
         except OpenAIHTTPException as exc:
             return error_response(OasisRequestError(exc.status_code, exc.message, error_type=exc.type))
-        finally:
-            _CHOSEN_TARGET.reset(token)
 
     def _with_trace_context(self, headers: Mapping[str, str]) -> Request | None:
         """The headers the engine gets, plus the current (route) span's traceparent, which vLLM's tracing joins.
@@ -342,20 +365,10 @@ class OasisIngress(OpenAiIngress):
         )
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            decision = self._admit(body)
-        except OasisRequestError as error:
-            return self._refuse(error, started)
-        return await self._forward(body, decision, "completions", request)
+        return await self._handle(body, "completions", request)
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            decision = self._admit(body)
-        except OasisRequestError as error:
-            return self._refuse(error, started)
-        return await self._forward(body, decision, "chat", request)
+        return await self._handle(body, "chat", request)
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         """The typed handle API (see oasis_ray.api); raises OasisRequestError."""
@@ -373,14 +386,9 @@ class OasisIngress(OpenAiIngress):
         except OasisRequestError as error:
             self._refuse(error, started)
             raise
-        target = self._choose_target(decision)
-        attributes = request_attributes(model=decision.model_id, query_type=decision.query_type,
-                                        route=decision.route, input_tokens=decision.input_tokens)
         try:
-            with self._telemetry.span("oasis.ingress", attributes), \
-                    self._telemetry.span("oasis.route", {**attributes, "oasis.shape": target[1]}):
-                carrier = self._telemetry.inject()
-                first = await self._first_response(body, decision, target, method)
+            with self._routed(decision) as (_, _, carrier):
+                first = await self._first_response(body, decision, method)
         except OasisRequestError as error:
             self._record(decision, error.status_code, time.perf_counter() - started, 0, None, None)
             raise
@@ -400,15 +408,12 @@ class OasisIngress(OpenAiIngress):
             output_tokens=first.usage.completion_tokens,
         )
 
-    async def _first_response(self, body, decision: RouteDecision, target: tuple[str, str], method: str):
-        token = _CHOSEN_TARGET.set(target)
+    async def _first_response(self, body, decision: RouteDecision, method: str):
         try:
             return await self._get_response(body=body, call_method=method,
                                             raw_request=self._with_trace_context({})).__anext__()
         except BackPressureError:
             raise self._overloaded(decision) from None
-        finally:
-            _CHOSEN_TARGET.reset(token)
 
 
 def _type_key(model_id: str, query_type: QueryType) -> str:

@@ -46,7 +46,10 @@ class RateWindow:
         self._arrivals: dict[str, deque[float]] = {}
 
     def record(self, key: str, now_s: float) -> None:
-        self._arrivals.setdefault(key, deque()).append(now_s)
+        """Also forgets the key's arrivals older than the window, so memory stays bounded with no reader."""
+        arrivals = self._arrivals.setdefault(key, deque())
+        _drop_before(arrivals, now_s - self._window_s)
+        arrivals.append(now_s)
 
     def rates(self, now_s: float, keys: list[str]) -> dict[str, float]:
         """Requests per second for each key, zero included: a quiet route is news to the autoscaler.
@@ -59,7 +62,11 @@ class RateWindow:
         rates = {}
         for key in keys:
             arrivals = self._arrivals.get(key, deque())
-            while arrivals and arrivals[0] < horizon:
-                arrivals.popleft()
+            _drop_before(arrivals, horizon)
             rates[key] = len(arrivals) / span
         return rates
+
+
+def _drop_before(arrivals: deque[float], horizon: float) -> None:
+    while arrivals and arrivals[0] < horizon:
+        arrivals.popleft()

@@ -8,6 +8,7 @@ import pytest
 
 from oasis_ray.query_types import QueryType
 from oasis_ray.request_rates import RATE_METRIC_PREFIX, RateWindow, parse_type_rate_metric, type_rate_metric
+from oasis_ray.telemetry.latency_window import LatencyWindow
 from oasis_ray.shape_choice import ShapeBalancer
 
 
@@ -65,3 +66,13 @@ def test_only_running_shapes_are_chosen():
     balancer = ShapeBalancer({"m/a": "1g.10gb"})
     picks = {balancer.pick("m/a", {"full-gpu": 2, "1g.10gb": 0}) for _ in range(10)}
     assert picks == {"full-gpu"}
+
+
+def test_windows_stay_bounded_when_nobody_reads_them() -> None:
+    rates, latencies = RateWindow(10.0, started_s=0.0), LatencyWindow(10.0)
+    for second in range(1000):
+        rates.record("tiny/short-output", float(second))
+        latencies.record("tiny/SISO", float(second), 0.5)
+    assert len(rates._arrivals["tiny/short-output"]) <= 11
+    assert len(latencies._samples["tiny/SISO"]) <= 11
+    assert rates.rates(999.0, ["tiny/short-output"]) == {"tiny/short-output": 1.1}

@@ -7,6 +7,7 @@ import sys
 import time
 
 import httpx
+import openai
 import pytest
 import ray
 from ray import serve
@@ -24,30 +25,38 @@ def _answered(name: str, metrics, query_type: str) -> list:
             if p.attributes.get("query_type") == query_type and p.attributes.get("status_class") == "2xx"]
 
 
+def _refusals(metrics) -> float:
+    return sum(p.value for p in _points("oasis.requests", metrics)
+               if p.attributes.get("route") is None and p.attributes["status_class"] == "4xx")
+
+
 @pytest.fixture(scope="module")
 def telemetry_after_traffic(oasis_app, openai_client):
+    """Metrics and spans after known traffic, and how many refusals the ingress counted before it."""
+    before, _ = serve.get_app_handle(APP_NAME).telemetry_snapshot.remote().result()
     openai_client.completions.create(model=MODEL_ID, prompt=[300] * 700, max_tokens=3)
     stream = openai_client.completions.create(model=MODEL_ID, prompt=[300] * 9, max_tokens=520, stream=True,
                                               extra_body={"ignore_eos": True})
     assert sum(1 for chunk in stream if chunk.choices) >= 500
-    with pytest.raises(Exception):
+    with pytest.raises(openai.BadRequestError):
         openai_client.completions.create(model=MODEL_ID, prompt="x", max_tokens=0)
-    return serve.get_app_handle(APP_NAME).telemetry_snapshot.remote().result()
+    metrics, spans = serve.get_app_handle(APP_NAME).telemetry_snapshot.remote().result()
+    return metrics, spans, _refusals(before)
 
 
 def test_request_metrics_carry_model_type_and_route(telemetry_after_traffic):
-    metrics, _ = telemetry_after_traffic
+    metrics, _, refusals_before = telemetry_after_traffic
     requests = {(p.attributes.get("query_type"), p.attributes.get("route"), p.attributes["status_class"]): p.value
                 for p in _points("oasis.requests", metrics)}
     assert requests[("LISO", "short-output", "2xx")] >= 1
     assert requests[("SILO", "long-output", "2xx")] >= 1
-    assert requests[(None, None, "4xx")] >= 1
+    assert _refusals(metrics) >= refusals_before + 1
     assert sum(p.value for p in _answered("oasis.tokens.input", metrics, "SILO")) >= 9
     assert sum(p.value for p in _answered("oasis.tokens.input", metrics, "LISO")) >= 700
 
 
 def test_streaming_requests_get_ttft_and_tpot(telemetry_after_traffic):
-    metrics, _ = telemetry_after_traffic
+    metrics, _, _ = telemetry_after_traffic
     ttft = _answered("oasis.request.ttft", metrics, "SILO")
     tpot = _answered("oasis.request.tpot", metrics, "SILO")
     assert ttft and ttft[0].count >= 1 and ttft[0].sum > 0
@@ -56,7 +65,7 @@ def test_streaming_requests_get_ttft_and_tpot(telemetry_after_traffic):
 
 
 def test_spans_run_from_ingress_to_route(telemetry_after_traffic):
-    _, spans = telemetry_after_traffic
+    _, spans, _ = telemetry_after_traffic
     ingress = [s for s in spans if s.name == "oasis.ingress" and s.attributes.get("oasis.query_type") == "LISO"]
     assert ingress, [s.name for s in spans]
     children = [s for s in spans if s.name == "oasis.route" and s.parent_span_id == ingress[-1].span_id]
@@ -98,7 +107,8 @@ def test_unmeasured_energy_is_counted_never_recorded_as_zero(energy_after_traffi
 
 def test_replicas_per_route_and_shape_are_exported(energy_after_traffic):
     _, _, metrics, _ = energy_after_traffic
-    replicas = {(p.attributes["route"], p.attributes["shape"]): p.value for p in _points("oasis.route.replicas", metrics)}
+    replicas = {(p.attributes["route"], p.attributes["shape"]): p.value
+                for p in _points("oasis.route.replicas", metrics)}
     assert replicas == {(f"{MODEL_ID}/short-output", "cpu"): 1, (f"{MODEL_ID}/long-output", "cpu"): 1}
 
 
