@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ray.serve._private.common import DeploymentID
@@ -75,15 +74,13 @@ def route_type_rates(ingress: AutoscalingContext | None) -> dict[str, dict[Query
 
 
 class OasisAutoscalingPolicy:
-    def __init__(self, app_args: dict[str, Any], board_opener: Callable[[str], Any] = open_board):
-        """`board_opener` gives the app's decision board by app name; tests outside Ray pass their own."""
+    def __init__(self, app_args: dict[str, Any]):
         config = parse_config(app_args)
         self._scaling = scaling_config_for(config)
         self._capacities = CapacitySource(config)
         self._shape_of = {
             route.deployment_name(shape): (route.key, shape) for route in config.routes for shape in route.shapes()
         }
-        self._board_opener = board_opener
         self._board: Any = None
 
     def __call__(
@@ -139,7 +136,7 @@ class OasisAutoscalingPolicy:
         """Fire and forget: a board that cannot be reached must never hold up or break scaling."""
         try:
             if self._board is None:
-                self._board = self._board_opener(app_name)
+                self._board = open_board(app_name)
             self._board.post.remote(changes)
         except Exception:
             self._board = None

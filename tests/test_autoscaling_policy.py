@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
 from ray.serve._private.common import DeploymentID, ReplicaID
 from ray.serve.config import AutoscalingContext
 
+from autoscaling.decision_board import find_board
 from autoscaling.policy import STATE_KEY, OasisAutoscalingPolicy
 from deployments.app import build_app
 from oasis_ray.scaling.capacity import CapacityError, route_capacities, scaling_config_for
@@ -21,7 +24,6 @@ from oasis_ray.scaling.record import ScalingRecord
 from tests.conftest import MODEL_ID, app_config
 from tests.hct_factory import hct_row, write_table
 
-APP = "oasis-autoscaled"
 SHORT, LONG = f"{MODEL_ID}/short-output", f"{MODEL_ID}/long-output"
 MIG = "1g.10gb"
 
@@ -85,13 +87,13 @@ def test_route_bounds_flow_into_the_core():
     assert limits[LONG].allow_scale_to_zero
 
 
-def _context(name: str, running: int, *, metrics: dict[str, float] | None = None,
+def _context(app: str, name: str, running: int, *, metrics: dict[str, float] | None = None,
              state: dict | None = None) -> tuple[DeploymentID, AutoscalingContext]:
-    deployment = DeploymentID(name=name, app_name=APP)
+    deployment = DeploymentID(name=name, app_name=app)
     replicas = [ReplicaID(unique_id=f"{name}-{i}", deployment_id=deployment) for i in range(running)]
     aggregated = {metric: {replicas[0]: value} for metric, value in (metrics or {}).items()}
     return deployment, AutoscalingContext(
-        deployment_id=deployment, deployment_name=name, app_name=APP, current_num_replicas=running,
+        deployment_id=deployment, deployment_name=name, app_name=app, current_num_replicas=running,
         target_num_replicas=running, running_replicas=replicas, total_num_requests=0.0, total_queued_requests=0.0,
         aggregated_metrics=aggregated, raw_metrics={}, capacity_adjusted_min_replicas=0,
         capacity_adjusted_max_replicas=8, policy_state=state or {}, last_scale_up_time=None,
@@ -99,46 +101,35 @@ def _context(name: str, running: int, *, metrics: dict[str, float] | None = None
     )
 
 
-def _tick(policy: OasisAutoscalingPolicy, rates: dict[str, float], running: dict[str, int],
+def _tick(policy: _Policy, rates: dict[str, float], running: dict[str, int],
           state: dict | None = None, type_rates: dict[tuple[str, QueryType], float] | None = None):
     config = parse_config(policy.app_args)
     names = {route.deployment_name(shape): (route.key, shape) for route in config.routes for shape in route.shapes()}
     metrics = {RATE_METRIC_PREFIX + k: v for k, v in rates.items()}
     metrics.update({type_rate_metric(route, qt): v for (route, qt), v in (type_rates or {}).items()})
-    contexts = dict([_context(INGRESS_DEPLOYMENT, 1, metrics=metrics, state=state)])
+    contexts = dict([_context(policy.app_name, INGRESS_DEPLOYMENT, 1, metrics=metrics, state=state)])
     for name, (key, shape) in names.items():
-        contexts.update([_context(name, running.get(f"{key}@{shape}", 0))])
+        contexts.update([_context(policy.app_name, name, running.get(f"{key}@{shape}", 0))])
     decisions, policy_state = policy(contexts)
     return {f"{names[d.name][0]}@{names[d.name][1]}": n for d, n in decisions.items()}, policy_state
 
 
-class _RecordingBoard:
-    """Stands in for the decision board actor (a Ray actor; these tests run without Ray)."""
-
-    def __init__(self) -> None:
-        self.posted: list[ScalingRecord] = []
-        self.post = self
-
-    def remote(self, records: list[ScalingRecord]) -> None:
-        self.posted.extend(records)
-
-
 class _Policy(OasisAutoscalingPolicy):
-    """The real policy, remembering its args so a test can name the deployments it sees."""
+    """The real policy under an app name of its own, so the decision board it posts to (a real Ray actor on the
+    session's cluster) holds only this test's decisions."""
 
     def __init__(self, app_args: dict[str, Any]):
-        self.board = _RecordingBoard()
-        self.boards_opened: list[str] = []
-        super().__init__(app_args=app_args, board_opener=self._open)
+        super().__init__(app_args=app_args)
         self.app_args = app_args
+        self.app_name = f"policy-unit-test-{uuid.uuid4().hex[:8]}"
 
-    def _open(self, app_name: str) -> _RecordingBoard:
-        self.boards_opened.append(app_name)
-        return self.board
+    def posted(self) -> list[ScalingRecord]:
+        board = find_board(self.app_name)
+        return [] if board is None else [record for _, record in ray.get(board.since.remote(0), timeout=30)]
 
 
 @pytest.fixture
-def policy(table):
+def policy(oasis_app, table):
     return _Policy(autoscaled_config(table))
 
 
@@ -167,7 +158,7 @@ def test_a_mostly_fast_mix_is_sized_at_its_mix_not_its_slowest_type(policy):
     running = {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1}
     targets, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, running, type_rates=MOSTLY_SISO)
     assert (targets[f"{SHORT}@cpu"], targets[f"{LONG}@cpu"]) == (1, 1)
-    [record] = policy.board.posted
+    [record] = policy.posted()
     assert record.msrr_rps == pytest.approx(3.0 / (2.7 / 4 + 0.3 / 2))
     assert record.gpus_required == pytest.approx(1.1 * (2.7 / 4 + 0.3 / 2))
 
@@ -177,14 +168,13 @@ def test_a_route_without_type_rates_keeps_its_slowest_types_capacity(policy):
     targets, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1},
                        type_rates=other_route_only)
     assert targets[f"{SHORT}@cpu"] == 2
-    assert policy.board.posted[0].msrr_rps == 2.0
+    assert policy.posted()[0].msrr_rps == 2.0
 
 
 def test_changes_are_posted_to_the_apps_board_and_holds_are_not(policy):
     running = {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1}
     _tick(policy, {SHORT: 3.0, LONG: 0.2}, running)
-    assert [(r.route, r.action) for r in policy.board.posted] == [(SHORT, "scale_up")]
-    assert policy.boards_opened == [APP]
+    assert [(r.route, r.action) for r in policy.posted()] == [(SHORT, "scale_up")]
 
 
 def test_routes_without_a_rate_report_are_left_to_serve(policy):
@@ -193,7 +183,7 @@ def test_routes_without_a_rate_report_are_left_to_serve(policy):
     assert targets == {f"{LONG}@cpu": 1}
 
 
-def test_advisory_mode_keeps_counts(table):
+def test_advisory_mode_keeps_counts(oasis_app, table):
     targets, _ = _tick(_Policy(autoscaled_config(table, advisory=True)), {SHORT: 3.0, LONG: 0.2},
                        {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
     assert targets == {f"{SHORT}@cpu": 0, f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1}
