@@ -8,12 +8,13 @@ anchor keeps them one source):
       policy_kwargs: {app_args: *oasis_args}
 
 Serve calls the policy about every 0.1 s with a context per deployment that
-has an autoscaling_config. The request rate per route, and per route and query
-type, comes from the ingress's custom metrics (record_autoscaling_stats); the
-running replicas per shape from the shape deployments' contexts. A route's
-MSRR is taken at the mix of types it reports (oasis_ray.scaling.mix), or at
-its slowest type's until it reports one. The core decides; this adapter only
-reads contexts, logs each change as one line and returns replica counts.
+has an autoscaling_config. The request rates per route and query type come
+from the ingress's custom metrics (record_autoscaling_stats), decoded as a
+TrafficReport (oasis_ray.scaling.traffic), which also turns them into the
+core's input as the simulator does: a route's MSRR at the mix of types it
+reports. The running replicas per shape come from the shape deployments'
+contexts. The core decides; this adapter only reads contexts, logs each
+change as one line and returns replica counts.
 Serve then applies each deployment's bounds and up/down delays, which the app
 builder sets to 0 so the core's own cooldowns and hysteresis are the only
 damping.
@@ -36,47 +37,21 @@ from ray.serve._private.common import DeploymentID
 from ray.serve.config import AutoscalingContext
 
 from autoscaling.decision_board import open_board
-from oasis_ray.scaling.capacity import scaling_config_for
-from oasis_ray.scaling.capacity_source import CapacitySource
 from oasis_ray.config import INGRESS_DEPLOYMENT, parse_config
-from oasis_ray.query_types import QueryType
-from oasis_ray.request_rates import RATE_METRIC_PREFIX, parse_type_rate_metric
-from oasis_ray.scaling.core import TickInput, decide
-from oasis_ray.scaling.mix import mix_capacity
+from oasis_ray.costs.source import CapacitySource
 from oasis_ray.scaling.record import ScalingRecord
 from oasis_ray.scaling.state import ScalingState
+from oasis_ray.scaling.traffic import TrafficReport, decide_on_report
 
 logger = logging.getLogger("ray.serve")
 
 STATE_KEY = "oasis_scaling_state"
 
 
-def route_rates(ingress: AutoscalingContext | None) -> dict[str, float]:
-    """Requests per second per route, summed over ingress replicas; empty until the first report."""
-    metrics = (ingress.aggregated_metrics or {}) if ingress is not None else {}
-    return {
-        name.removeprefix(RATE_METRIC_PREFIX): sum(per_replica.values())
-        for name, per_replica in metrics.items()
-        if name.startswith(RATE_METRIC_PREFIX) and per_replica
-    }
-
-
-def route_type_rates(ingress: AutoscalingContext | None) -> dict[str, dict[QueryType, float]]:
-    """Requests per second per route and query type, summed over ingress replicas; empty until the first report."""
-    metrics = (ingress.aggregated_metrics or {}) if ingress is not None else {}
-    rates: dict[str, dict[QueryType, float]] = {}
-    for name, per_replica in metrics.items():
-        parsed = parse_type_rate_metric(name)
-        if parsed is not None and per_replica:
-            route, query_type = parsed
-            rates.setdefault(route, {})[query_type] = sum(per_replica.values())
-    return rates
-
-
 class OasisAutoscalingPolicy:
     def __init__(self, app_args: dict[str, Any]):
         config = parse_config(app_args)
-        self._scaling = scaling_config_for(config)
+        self._scaling = config.scaling_config()
         self._capacities = CapacitySource(config)
         self._shape_of = {
             route.deployment_name(shape): (route.key, shape) for route in config.routes for shape in route.shapes()
@@ -93,30 +68,12 @@ class OasisAutoscalingPolicy:
             if deployment_id.name in self._shape_of:
                 key, shape = self._shape_of[deployment_id.name]
                 current.setdefault(key, {})[shape] = len(context.running_replicas)
-        rates = route_rates(ingress)
-        # A route the ingress has not reported on yet (just deployed, say) is left
-        # to Serve's own targets: its replicas may still be starting, and the core
-        # would read "none running, no rate" as a plan of zero.
-        type_rates = route_type_rates(ingress)
-        reported = tuple(
-            mix_capacity(c, type_rates[c.route]) if c.route in type_rates else c
-            for c in self._capacities.capacities()
-            if c.route in rates
-        )
+        report = TrafficReport.from_metrics((ingress.aggregated_metrics or {}) if ingress else {})
         stored = ScalingState.model_validate(ingress.policy_state.get(STATE_KEY) or {}) if ingress else ScalingState()
-        if not reported:
-            return {}, _policy_state(ingress_id, stored)
-        names = {capacity.route for capacity in reported}
-        tick = TickInput(
-            now_s=time.time(),
-            observed_rps={key: rates[key] for key in names},
-            current_replicas={key: shapes for key, shapes in current.items() if key in names},
-            routes=reported,
-            config=self._scaling,
-            state=stored,
-        )
-        decision, ticked = decide(tick)
-        state = ScalingState(routes={**stored.routes, **ticked.routes})
+        decision, state = decide_on_report(report, self._capacities.capacities(), now_s=time.time(),
+                                           current_replicas=current, config=self._scaling, state=stored)
+        if decision is None:
+            return {}, _policy_state(ingress_id, state)
         changes = decision.changes()
         for record in changes:
             logger.info("oasis scaling %s", record.log_line())

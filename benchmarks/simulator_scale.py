@@ -36,7 +36,7 @@ from oasis_ray.planning.inventory import DevicePool, Inventory
 from oasis_ray.planning.paper_tables import PAPER_MODELS, paper_hct, paper_inventory
 from oasis_ray.planning.planner import PlanRequest, RouteDemand, plan
 from oasis_ray.query_types import QueryType
-from oasis_ray.planning.service_table import ServiceTable
+from oasis_ray.costs.table import CostTable
 from oasis_ray.planning.sim_policies import SimulationSettings, oasis_joint_forecast, oasis_reactive, static_policy
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 from oasis_ray.planning.simulator import simulate
@@ -80,7 +80,7 @@ def many_models(table: HardwareCostTable, models: int) -> HardwareCostTable:
 
 
 def bench_simulator(trace: Trace) -> None:
-    table = ServiceTable(paper_hct(), SLO_S)
+    table = CostTable(paper_hct(), SLO_S)
     inventory = paper_inventory()
     settings = SimulationSettings(slo_p95_e2e_s=SLO_S)
     print("\nsimulator: requests simulated per second of wall time")
@@ -98,7 +98,7 @@ def bench_simulator(trace: Trace) -> None:
     print(f"\n{'models':>10}  {'routes':>7}  {'policy':<22} {'wall s':>8}  {'req/s':>10}   "
           f"({MANY_MODEL_REQUESTS:,} requests)")
     for models in MODEL_COUNTS:
-        many = ServiceTable(many_models(paper_hct(), models), SLO_S)
+        many = CostTable(many_models(paper_hct(), models), SLO_S)
         workload = tiled(trace, MANY_MODEL_REQUESTS, tuple(f"model-{i:03d}" for i in range(models)))
         policy = oasis_reactive()
         started = time.perf_counter()
@@ -117,7 +117,7 @@ def bench_planner() -> None:
     for gpus, models in CLUSTERS:
         table = many_models(base, models)
         started = time.perf_counter()
-        service = ServiceTable(table, SLO_S)
+        service = CostTable(table, SLO_S)
         indexed = time.perf_counter() - started
         pool = paper_inventory(gpus).pools[0]
         inventory = Inventory(pools=(pool,), prices=paper_inventory().prices)
@@ -134,14 +134,14 @@ def bench_planner() -> None:
 
 
 def _demands(
-    service: ServiceTable, pool: DevicePool, models: int, gpus: int, rng: np.random.Generator
+    service: CostTable, pool: DevicePool, models: int, gpus: int, rng: np.random.Generator
 ) -> tuple[RouteDemand, ...]:
     """Random rates per route, scaled so their GPUs (need / full-GPU MSRR) add up to the target share."""
     routes = [(f"model-{i:03d}", qt) for i in range(models) for qt in QueryType]
     weights = rng.lognormal(0.0, 1.5, len(routes))
     full_msrr = []
     for model, query_type in routes:
-        found = service.route_capacity(model, query_type, pool, "joint")
+        found = service.route_capacity(model, query_type, pool.hardware(), "joint")
         full_msrr.append(found[0].whole_unit.msrr_rps if found else 1.0)
     gpu_share = weights / weights.sum() * gpus * TARGET_UTILISATION
     return tuple(

@@ -16,9 +16,10 @@ from ray.serve.llm.ingress import make_fastapi_ingress
 
 from deployments.ingress import ENDPOINTS, OasisIngress, make_http_app
 from deployments.llm_routes import build_route_deployments
-from oasis_ray.scaling.capacity_source import CapacitySource
 from oasis_ray.config import EMBEDDED_SOURCE, INGRESS_DEPLOYMENT, ModelConfig, OasisAppConfig, check_against_model, parse_config
+from oasis_ray.costs.source import CapacitySource
 from oasis_ray.embedded_model import build_embedded_model
+
 
 def resolve_source(model: ModelConfig) -> str:
     return str(build_embedded_model()) if model.source == EMBEDDED_SOURCE else model.source
@@ -29,20 +30,21 @@ def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
     sources = {m.model_id: resolve_source(m) for m in config.models}
     check_against_model(config, {mid: Path(src) for mid, src in sources.items() if Path(src).is_dir()})
     policy_driven = config.autoscaling is not None
-    if policy_driven:
-        CapacitySource(config)  # refuses, naming the route, a table that cannot size every route
+    # Refuses, naming the route, a table that cannot size every route; the ingress gets the table's SLO.
+    slo = CapacitySource(config).slo_p95_e2e_s if policy_driven else None
     shape_apps = {
         route.key: build_route_deployments(route, sources[route.model], config.engine_env_vars, policy_driven,
                                             config.telemetry)
         for route in config.routes
     }
-    return build_ingress(config, sources, shape_apps)
+    return build_ingress(config, sources, shape_apps, slo)
 
 
 def build_ingress(
     config: OasisAppConfig,
     model_sources: dict[str, str],
     shape_targets: dict[str, dict[str, Application | DeploymentHandle]],
+    slo_p95_e2e_s: float | None = None,
 ) -> Application:
     """The classifying ingress over route deployments: built here, or handles to another app's (benchmarks)."""
     ingress_cls = make_fastapi_ingress(OasisIngress, endpoint_map=ENDPOINTS, app=make_http_app(config))
@@ -61,4 +63,5 @@ def build_ingress(
         ray_actor_options={"num_cpus": config.ingress_cpus},
         **replicas,
     )
-    return ingress.bind(config=config, model_sources=model_sources, shape_handles=shape_targets)
+    return ingress.bind(config=config, model_sources=model_sources, shape_handles=shape_targets,
+                       slo_p95_e2e_s=slo_p95_e2e_s)

@@ -43,10 +43,10 @@ from deployments.observed_response import StreamObservation, completion_tokens, 
 from deployments.running_replicas import RunningReplicas
 from oasis_ray.api import GenerateRequest, GenerateResponse, OasisRequestError
 from oasis_ray.config import AutoscalingSettings, OasisAppConfig, route_key
-from oasis_ray.profiling.hct import load_hct
 from oasis_ray.query_types import QueryType
-from oasis_ray.request_rates import RATE_METRIC_PREFIX, RateWindow, type_rate_metric
+from oasis_ray.request_rates import RateWindow
 from oasis_ray.routing import QueryRouter, RouteDecision
+from oasis_ray.scaling.traffic import TrafficReport
 from oasis_ray.shape_choice import ShapeBalancer
 from oasis_ray.telemetry.instruments import build_telemetry, request_attributes
 from oasis_ray.telemetry.export import MetricPoint, SpanRecord
@@ -118,7 +118,9 @@ class OasisIngress(OpenAiIngress):
         config: OasisAppConfig,
         model_sources: dict[str, str],
         shape_handles: dict[str, dict[str, DeploymentHandle]],
+        slo_p95_e2e_s: float | None = None,
     ):
+        """`slo_p95_e2e_s`: the cost table's SLO, which the status view checks latency against (None: no table)."""
         self._config = config
         self._router = QueryRouter(config)
         self._shape_handles = {
@@ -131,14 +133,13 @@ class OasisIngress(OpenAiIngress):
         settings = config.autoscaling or AutoscalingSettings(hct_path="")
         self._window_s = settings.rate_window_s
         self._type_rates = RateWindow(settings.rate_window_s, started_s=time.monotonic())
-        # Each (model, query type) is served by exactly one route, so the per-type window gives each route's
-        # mix, and their sum the route's rate.
+        # Each (model, query type) is served by exactly one route, so the per-type window gives each route's mix.
         self._type_routes = {
-            _type_key(route.model, qt): (route.key, type_rate_metric(route.key, qt))
+            _type_key(route.model, qt): (route.key, qt)
             for route in config.routes for qt in QueryType if self._router.route_name(route.model, qt) == route.name
         }
         self._latencies = LatencyWindow(settings.rate_window_s)
-        self._slo_p95_e2e_s = load_hct(settings.table_path()).metadata.slo.p95_e2e_s if config.autoscaling else None
+        self._slo_p95_e2e_s = slo_p95_e2e_s
         self._telemetry = build_telemetry(config.telemetry)
         self._observer = (
             AppObserver(serve.get_replica_context().app_name, self._telemetry, self._running,
@@ -185,16 +186,13 @@ class OasisIngress(OpenAiIngress):
         return key, self._balancer.pick(key, self._running.counts(key))
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
-        """Request rate per route and per (route, query type), read by the app-level autoscaling policy
-        (autoscaling/policy.py): the first is what it sizes, the second the mix that sets the route's MSRR."""
-        type_rates = self._type_rates.rates(time.monotonic(), list(self._type_routes))
-        route_rates = dict.fromkeys(self._shape_handles, 0.0)
-        metrics = {}
-        for key, rate in type_rates.items():
-            route, metric = self._type_routes[key]
-            route_rates[route] += rate
-            metrics[metric] = rate
-        return {**{RATE_METRIC_PREFIX + route: rate for route, rate in route_rates.items()}, **metrics}
+        """Request rates per (route, query type), read by the app-level autoscaling policy (autoscaling/policy.py)
+        as a TrafficReport: their sum is what it sizes, their mix sets the route's MSRR."""
+        type_rates: dict[str, dict[QueryType, float]] = {}
+        for key, rate in self._type_rates.rates(time.monotonic(), list(self._type_routes)).items():
+            route, query_type = self._type_routes[key]
+            type_rates.setdefault(route, {})[query_type] = rate
+        return TrafficReport(type_rates=type_rates).to_metrics()
 
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}

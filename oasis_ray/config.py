@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from oasis_ray.query_types import DEFAULT_TAU_TOKENS, QueryType
-from oasis_ray.scaling.settings import ScalingConfig
+from oasis_ray.scaling.settings import RouteLimits, ScalingConfig
 from oasis_ray.scaling.shapes import CPU, FULL_GPU, MIG_PROFILE_PATTERN
 from oasis_ray.telemetry.settings import TelemetryConfig
 from oasis_ray.validation import error_lines
@@ -261,6 +261,22 @@ class OasisAppConfig(_Strict):
 
     def route(self, model_id: str, name: str) -> RouteConfig:
         return next(r for r in self.routes if r.model == model_id and r.name == name)
+
+    def scaling_config(self) -> ScalingConfig:
+        """The decision core's config, with each route's bounds taken from the route (min_replicas 0 allows
+        scale to zero); limits set explicitly under autoscaling.scaling.route_limits win."""
+        if self.autoscaling is None:
+            raise ValueError("autoscaling: not configured")
+        scaling = self.autoscaling.scaling
+        derived = {
+            route.key: RouteLimits(
+                min_replicas=max(route.min_replicas, 1),
+                max_replicas=route.max_replicas,
+                allow_scale_to_zero=route.min_replicas == 0,
+            )
+            for route in self.routes
+        }
+        return scaling.model_copy(update={"route_limits": {**derived, **scaling.route_limits}})
 
     def resolved_api_key(self) -> str | None:
         if self.api_key is not None:

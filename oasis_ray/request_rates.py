@@ -1,40 +1,13 @@
-"""Request rates over a sliding window, as the ingress reports them to the autoscaler.
+"""Request rates over a sliding window, counted at the ingress (see oasis_ray.scaling.traffic for the report).
 
 The ingress is the one place that sees every request with its route and
-query type, so it counts there; the autoscaling policy sums the reports of
-all ingress replicas. The rate per route is what the core sizes; the rate
-per (route, query type) tells it the mix, and so the route's MSRR.
+query type, so it counts there; what it reports to the autoscaler is a
+TrafficReport built from these rates.
 """
 
 from __future__ import annotations
 
 from collections import deque
-
-from oasis_ray.query_types import QueryType
-
-# Custom autoscaling metric names: this prefix plus the route key.
-RATE_METRIC_PREFIX = "oasis_rps:"
-# This prefix plus "<route key>/<query type>" (see type_rate_metric).
-TYPE_RATE_METRIC_PREFIX = "oasis_type_rps:"
-
-
-def type_rate_metric(route_key: str, query_type: QueryType) -> str:
-    return f"{TYPE_RATE_METRIC_PREFIX}{route_key}/{query_type.value}"
-
-
-def parse_type_rate_metric(name: str) -> tuple[str, QueryType] | None:
-    """(route key, query type) of a type rate metric; None for any other name.
-
-    The type is split off the right, since model ids (and so route keys) may hold '/'.
-    """
-    if not name.startswith(TYPE_RATE_METRIC_PREFIX):
-        return None
-    route, _, type_name = name.removeprefix(TYPE_RATE_METRIC_PREFIX).rpartition("/")
-    try:
-        query_type = QueryType(type_name)
-    except ValueError:
-        return None
-    return (route, query_type) if route else None
 
 
 class RateWindow:

@@ -15,12 +15,13 @@ from ray.serve.config import AutoscalingContext
 from autoscaling.decision_board import find_board
 from autoscaling.policy import STATE_KEY, OasisAutoscalingPolicy
 from deployments.app import build_app
-from oasis_ray.scaling.capacity import CapacityError, route_capacities, scaling_config_for
 from oasis_ray.config import INGRESS_DEPLOYMENT, parse_config
+from oasis_ray.costs.live import CapacityError, live_route_capacities
+from oasis_ray.costs.table import CostTable
 from oasis_ray.profiling.hct import load_hct
 from oasis_ray.query_types import QueryType
-from oasis_ray.request_rates import RATE_METRIC_PREFIX, type_rate_metric
 from oasis_ray.scaling.record import ScalingRecord
+from oasis_ray.scaling.traffic import TrafficReport
 from tests.conftest import MODEL_ID, app_config
 from tests.hct_factory import hct_row, write_table
 
@@ -55,8 +56,12 @@ def table(tmp_path: Path) -> Path:
     return write_table(tmp_path / "hct", standard_rows())
 
 
+def capacities_of(table: Path) -> dict[str, Any]:
+    return {c.route: c for c in live_route_capacities(parse_config(autoscaled_config(table)), CostTable(load_hct(table)))}
+
+
 def test_capacity_per_route_is_its_slowest_type_and_carries_every_types(table):
-    capacities = {c.route: c for c in route_capacities(parse_config(autoscaled_config(table)), load_hct(table).rows)}
+    capacities = capacities_of(table)
     assert {o.shape: o.msrr_rps for o in capacities[SHORT].options} == {"cpu": 2.0, MIG: 0.5}
     assert {o.shape: o.msrr_rps for o in capacities[LONG].options} == {"cpu": 0.5}
     assert {o.shape: o.msrr_by_type for o in capacities[SHORT].options} == {
@@ -67,7 +72,7 @@ def test_capacity_per_route_is_its_slowest_type_and_carries_every_types(table):
 def test_missing_rows_are_refused_naming_route_and_shape(tmp_path):
     table = write_table(tmp_path / "hct", [r for r in standard_rows() if r.mig_profile is None])
     with pytest.raises(CapacityError, match=rf"route '{SHORT}' shape '{MIG}': the HCT has no successful row for SISO"):
-        route_capacities(parse_config(autoscaled_config(table)), load_hct(table).rows)
+        capacities_of(table)
 
 
 def test_unmet_slo_is_refused_naming_route(tmp_path):
@@ -75,14 +80,14 @@ def test_unmet_slo_is_refused_naming_route(tmp_path):
                                                            query_type="LILO", msrr_req_s=0.0)
             for r in standard_rows()]
     table = write_table(tmp_path / "hct", rows)
-    with pytest.raises(CapacityError, match=rf"route '{LONG}' shape 'cpu': the HCT never meets the SLO for LILO"):
+    with pytest.raises(CapacityError, match=rf"route '{LONG}' shape 'cpu': the HCT never meets the SLO \(P95 <= 5 s\) for LILO"):
         build_app(autoscaled_config(table))
 
 
 def test_route_bounds_flow_into_the_core():
     raw = autoscaled_config(Path("unused"))
     raw["routes"][1]["min_replicas"] = 0
-    limits = scaling_config_for(parse_config(raw)).route_limits
+    limits = parse_config(raw).scaling_config().route_limits
     assert (limits[SHORT].max_replicas, limits[SHORT].allow_scale_to_zero) == (2, False)
     assert limits[LONG].allow_scale_to_zero
 
@@ -101,12 +106,15 @@ def _context(app: str, name: str, running: int, *, metrics: dict[str, float] | N
     )
 
 
-def _tick(policy: _Policy, rates: dict[str, float], running: dict[str, int],
-          state: dict | None = None, type_rates: dict[tuple[str, QueryType], float] | None = None):
+def _tick(policy: _Policy, rates: dict[tuple[str, QueryType], float], running: dict[str, int],
+          state: dict | None = None):
+    """`rates` per (route, query type), reported as the ingress reports them."""
     config = parse_config(policy.app_args)
     names = {route.deployment_name(shape): (route.key, shape) for route in config.routes for shape in route.shapes()}
-    metrics = {RATE_METRIC_PREFIX + k: v for k, v in rates.items()}
-    metrics.update({type_rate_metric(route, qt): v for (route, qt), v in (type_rates or {}).items()})
+    by_route: dict[str, dict[QueryType, float]] = {}
+    for (route, query_type), rate in rates.items():
+        by_route.setdefault(route, {})[query_type] = rate
+    metrics = TrafficReport(type_rates=by_route).to_metrics()
     contexts = dict([_context(policy.app_name, INGRESS_DEPLOYMENT, 1, metrics=metrics, state=state)])
     for name, (key, shape) in names.items():
         contexts.update([_context(policy.app_name, name, running.get(f"{key}@{shape}", 0))])
@@ -128,6 +136,11 @@ class _Policy(OasisAutoscalingPolicy):
         return [] if board is None else [record for _, record in ray.get(board.since.remote(0), timeout=30)]
 
 
+def slowest(short_rps: float, long_rps: float) -> dict[tuple[str, QueryType], float]:
+    """Traffic of each route's slowest type only (LISO, LILO), so routes are sized at their slowest MSRR."""
+    return {(SHORT, QueryType.LISO): short_rps, (LONG, QueryType.LILO): long_rps}
+
+
 @pytest.fixture
 def policy(oasis_app, table):
     return _Policy(autoscaled_config(table))
@@ -135,16 +148,16 @@ def policy(oasis_app, table):
 
 def test_light_load_moves_to_a_mig_slice_make_before_break(policy):
     running = {f"{SHORT}@cpu": 1, f"{LONG}@cpu": 1}
-    first, state = _tick(policy, {SHORT: 0.2, LONG: 0.2}, running)
+    first, state = _tick(policy, slowest(0.2, 0.2), running)
     assert first[f"{SHORT}@{MIG}"] == 1 and first[f"{SHORT}@cpu"] == 1
     stored = next(iter(state.values()))[STATE_KEY]
-    second, _ = _tick(policy, {SHORT: 0.2, LONG: 0.2}, {**running, f"{SHORT}@{MIG}": 1},
+    second, _ = _tick(policy, slowest(0.2, 0.2), {**running, f"{SHORT}@{MIG}": 1},
                       state={STATE_KEY: stored})
     assert (second[f"{SHORT}@{MIG}"], second[f"{SHORT}@cpu"]) == (1, 0)
 
 
 def test_burst_takes_full_units_up_to_the_route_max(policy):
-    targets, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
+    targets, _ = _tick(policy, slowest(3.0, 0.2), {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
     assert targets[f"{SHORT}@cpu"] == 2
     assert targets[f"{LONG}@cpu"] == 1
 
@@ -156,43 +169,35 @@ def test_a_mostly_fast_mix_is_sized_at_its_mix_not_its_slowest_type(policy):
     """3 req/s, 9 in 10 SISO: 3.3 rps needed is 1.1 x (2.7 / 4 + 0.3 / 2) = 0.91 cpu units, against 3.3 / 2 = 1.65
     at LISO's MSRR; the MIG slice serves 1 / (0.9 / 0.8 + 0.1 / 0.5) = 0.75 of the mix, too little."""
     running = {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1}
-    targets, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, running, type_rates=MOSTLY_SISO)
+    targets, _ = _tick(policy, {**MOSTLY_SISO, (LONG, QueryType.SILO): 0.2}, running)
     assert (targets[f"{SHORT}@cpu"], targets[f"{LONG}@cpu"]) == (1, 1)
     [record] = policy.posted()
     assert record.msrr_rps == pytest.approx(3.0 / (2.7 / 4 + 0.3 / 2))
     assert record.gpus_required == pytest.approx(1.1 * (2.7 / 4 + 0.3 / 2))
 
 
-def test_a_route_without_type_rates_keeps_its_slowest_types_capacity(policy):
-    other_route_only = {(LONG, QueryType.SILO): 0.2}
-    targets, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1},
-                       type_rates=other_route_only)
-    assert targets[f"{SHORT}@cpu"] == 2
-    assert policy.posted()[0].msrr_rps == 2.0
-
-
 def test_changes_are_posted_to_the_apps_board_and_holds_are_not(policy):
     running = {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1}
-    _tick(policy, {SHORT: 3.0, LONG: 0.2}, running)
+    _tick(policy, slowest(3.0, 0.2), running)
     assert [(r.route, r.action) for r in policy.posted()] == [(SHORT, "scale_up")]
 
 
 def test_routes_without_a_rate_report_are_left_to_serve(policy):
     assert _tick(policy, {}, {f"{SHORT}@cpu": 0, f"{LONG}@cpu": 0})[0] == {}
-    targets, _ = _tick(policy, {LONG: 0.2}, {f"{SHORT}@cpu": 0, f"{LONG}@cpu": 1})
+    targets, _ = _tick(policy, {(LONG, QueryType.SILO): 0.2}, {f"{SHORT}@cpu": 0, f"{LONG}@cpu": 1})
     assert targets == {f"{LONG}@cpu": 1}
 
 
 def test_advisory_mode_keeps_counts(oasis_app, table):
-    targets, _ = _tick(_Policy(autoscaled_config(table, advisory=True)), {SHORT: 3.0, LONG: 0.2},
+    targets, _ = _tick(_Policy(autoscaled_config(table, advisory=True)), slowest(3.0, 0.2),
                        {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
     assert targets == {f"{SHORT}@cpu": 0, f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1}
 
 
 def test_unreadable_table_at_run_time_keeps_the_last_good_one(policy, table, caplog):
-    before, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
+    before, _ = _tick(policy, slowest(3.0, 0.2), {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
     table.write_bytes(b"not parquet")
-    after, _ = _tick(policy, {SHORT: 3.0, LONG: 0.2}, {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
+    after, _ = _tick(policy, slowest(3.0, 0.2), {f"{SHORT}@{MIG}": 1, f"{LONG}@cpu": 1})
     assert after == before
     assert "keeping the last good one" in caplog.text
 

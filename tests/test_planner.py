@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from oasis_ray.planning.config_choice import Candidates, choose_configuration
+from oasis_ray.costs.config_choice import Candidates, choose_configuration
 from oasis_ray.profiling.hct import load_hct, write_hct
 from oasis_ray.planning.inventory import DevicePool, Inventory, Prices
 from oasis_ray.planning.mig_placement import GpuPacker, SlicePlacement, placement_problems
@@ -27,18 +27,18 @@ from oasis_ray.planning.paper_tables import (
 )
 from oasis_ray.planning.planner import PlanRequest, RouteDemand, plan
 from oasis_ray.query_types import QueryType
-from oasis_ray.planning.service_table import ServiceTable
+from oasis_ray.costs.table import CostTable
 
 SLO_S = 20.0
 LLAMA = "llama-3-8b"
 
 
 @pytest.fixture(scope="module")
-def paper_table() -> ServiceTable:
-    return ServiceTable(paper_hct(), SLO_S)
+def paper_table() -> CostTable:
+    return CostTable(paper_hct(), SLO_S)
 
 
-def _plan(table: ServiceTable, demands: list[RouteDemand], gpus: int = 8, **options: object):
+def _plan(table: CostTable, demands: list[RouteDemand], gpus: int = 8, **options: object):
     request = PlanRequest(slo_p95_e2e_s=table.slo_p95_e2e_s, demands=tuple(demands),
                           inventory=paper_inventory(gpus), **options)
     return plan(request, table)
@@ -48,11 +48,11 @@ def _plan(table: ServiceTable, demands: list[RouteDemand], gpus: int = 8, **opti
 
 
 @pytest.mark.parametrize("choice", ["one-at-a-time", "joint"])
-def test_41_requests_per_hour_of_llama_goes_on_the_smallest_mig_slice(paper_table: ServiceTable, choice: str) -> None:
+def test_41_requests_per_hour_of_llama_goes_on_the_smallest_mig_slice(paper_table: CostTable, choice: str) -> None:
     result = _plan(paper_table, [RouteDemand(model_id=LLAMA, query_type=QueryType.LISO, rate_rps=41 / 3600)],
                    config_choice=choice)
     (route,) = result.routes
-    capacity, _ = paper_table.route_capacity(LLAMA, QueryType.LISO, paper_inventory().pools[0], choice)
+    capacity, _ = paper_table.route_capacity(LLAMA, QueryType.LISO, paper_inventory().pools[0].hardware(), choice)
     assert (route.shape, route.replicas, route.mig) == ("1g.20gb", 1, True)
     assert route.gpus_required == pytest.approx(41 / 3600 * 1.1 / capacity.whole_unit.msrr_rps)
     assert route.gpus_required < 0.01
@@ -63,7 +63,7 @@ def test_41_requests_per_hour_of_llama_goes_on_the_smallest_mig_slice(paper_tabl
     assert result.feasible
 
 
-def test_the_paper_msrr_sizes_a_heavy_load_in_whole_gpus(paper_table: ServiceTable) -> None:
+def test_the_paper_msrr_sizes_a_heavy_load_in_whole_gpus(paper_table: CostTable) -> None:
     """At default clocks (the baseline, whose MSRR is the paper's) 10 req/s x 1.1 needs ceil(2.42) GPUs."""
     result = _plan(paper_table, [RouteDemand(model_id=LLAMA, query_type=QueryType.LISO, rate_rps=10.0)],
                    config_choice="baseline")
@@ -128,7 +128,7 @@ def test_invalid_layouts_are_named() -> None:
     ]
 
 
-def test_planned_slices_of_many_routes_are_valid_placements(paper_table: ServiceTable) -> None:
+def test_planned_slices_of_many_routes_are_valid_placements(paper_table: CostTable) -> None:
     demands = [RouteDemand(model_id=model, query_type=qt, rate_rps=rate)
                for model in ("llama-3-8b", "qwen-7b")
                for qt, rate in ((QueryType.SISO, 0.5), (QueryType.LISO, 1.2), (QueryType.SILO, 0.3))]
@@ -143,7 +143,7 @@ def test_planned_slices_of_many_routes_are_valid_placements(paper_table: Service
 # --- shortfalls ---------------------------------------------------------------------------------
 
 
-def test_a_short_inventory_names_the_route_shape_pool_and_missing_replicas(paper_table: ServiceTable) -> None:
+def test_a_short_inventory_names_the_route_shape_pool_and_missing_replicas(paper_table: CostTable) -> None:
     result = _plan(paper_table, [RouteDemand(model_id=LLAMA, query_type=QueryType.LISO, rate_rps=10.0)], gpus=1,
                    config_choice="baseline")
     (shortfall,) = result.shortfalls
@@ -156,7 +156,7 @@ def test_a_short_inventory_names_the_route_shape_pool_and_missing_replicas(paper
 
 
 def test_an_slo_no_configuration_meets_is_a_shortfall_naming_the_slo() -> None:
-    strict = ServiceTable(paper_hct(), 0.5)
+    strict = CostTable(paper_hct(), 0.5)
     request = PlanRequest(slo_p95_e2e_s=0.5, inventory=paper_inventory(),
                           demands=(RouteDemand(model_id=LLAMA, query_type=QueryType.SILO, rate_rps=1.0),))
     (shortfall,) = plan(request, strict).shortfalls
@@ -165,7 +165,7 @@ def test_an_slo_no_configuration_meets_is_a_shortfall_naming_the_slo() -> None:
     )
 
 
-def test_a_second_pool_takes_what_the_first_cannot_hold(paper_table: ServiceTable) -> None:
+def test_a_second_pool_takes_what_the_first_cannot_hold(paper_table: CostTable) -> None:
     prices = Prices(usd_per_kwh=0.1, gco2_per_kwh=300)
     cheap = DevicePool(name="cheap", accelerator_type="A100", count=1, usd_per_hour=1.0, idle_power_w=60)
     dear = DevicePool(name="dear", accelerator_type="A100", count=4, usd_per_hour=3.0, idle_power_w=60)
@@ -224,7 +224,7 @@ def test_rows_that_miss_the_slo_are_never_chosen() -> None:
 # --- power, energy, cost, CO2 --------------------------------------------------------------------
 
 
-def test_costs_charge_slices_their_share_and_energy_at_the_planned_rate(paper_table: ServiceTable) -> None:
+def test_costs_charge_slices_their_share_and_energy_at_the_planned_rate(paper_table: CostTable) -> None:
     prices = Prices(usd_per_kwh=0.2, gco2_per_kwh=500.0)
     pool = DevicePool(name="A100-80GB", accelerator_type="A100", count=2, mig_geometry="A100-80GB",
                       usd_per_hour=7.0, idle_power_w=PLACEHOLDER_IDLE_POWER_W)

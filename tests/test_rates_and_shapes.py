@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from oasis_ray.query_types import QueryType
-from oasis_ray.request_rates import RATE_METRIC_PREFIX, RateWindow, parse_type_rate_metric, type_rate_metric
+from oasis_ray.request_rates import RateWindow
+from oasis_ray.scaling.traffic import TrafficReport
 from oasis_ray.telemetry.latency_window import LatencyWindow
 from oasis_ray.shape_choice import ShapeBalancer
 
@@ -38,16 +39,25 @@ def test_window_must_be_positive():
         RateWindow(0, started_s=0)
 
 
-def test_type_rate_metrics_name_route_and_type_even_when_the_model_id_has_slashes():
-    name = type_rate_metric("meta-llama/Llama-3-8B/short-output", QueryType.LISO)
-    assert name == "oasis_type_rps:meta-llama/Llama-3-8B/short-output/LISO"
-    assert parse_type_rate_metric(name) == ("meta-llama/Llama-3-8B/short-output", QueryType.LISO)
+def test_a_traffic_report_round_trips_through_metrics_even_when_the_model_id_has_slashes():
+    route = "meta-llama/Llama-3-8B/short-output"
+    report = TrafficReport(type_rates={route: {QueryType.SISO: 1.5, QueryType.LISO: 0.0}})
+    metrics = report.to_metrics()
+    assert metrics == {f"oasis_type_rps:{route}/SISO": 1.5, f"oasis_type_rps:{route}/LISO": 0.0}
+    decoded = TrafficReport.from_metrics({name: {"replica-1": rate} for name, rate in metrics.items()})
+    assert decoded == report
+    assert decoded.route_rates() == {route: 1.5}
 
 
-@pytest.mark.parametrize("name", [RATE_METRIC_PREFIX + "m/short-output", "oasis_type_rps:m/short-output/XX",
-                                  "oasis_type_rps:SISO", "other"])
-def test_other_metrics_are_not_type_rates(name):
-    assert parse_type_rate_metric(name) is None
+def test_a_report_sums_ingress_replicas_and_ignores_what_is_not_a_type_rate():
+    metrics = {
+        "oasis_type_rps:m/short-output/SISO": {"ingress-1": 1.0, "ingress-2": 2.5},
+        "oasis_type_rps:m/short-output/XX": {"ingress-1": 9.0},
+        "oasis_type_rps:SISO": {"ingress-1": 9.0},
+        "oasis_type_rps:m/long-output/SILO": {},
+        "other": {"ingress-1": 9.0},
+    }
+    assert TrafficReport.from_metrics(metrics) == TrafficReport(type_rates={"m/short-output": {QueryType.SISO: 3.5}})
 
 
 def test_cold_start_shape_when_nothing_runs():

@@ -26,7 +26,7 @@ from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.query_types import QueryType, classify
 from oasis_ray.planning.replay import EndpointSettings, run_replay
 from oasis_ray.planning.replay_plan import ReplayRecord, ReplayRequest, compare, replay_requests, replayed_workload, report
-from oasis_ray.planning.service_table import ServiceTable
+from oasis_ray.costs.table import CostTable
 from oasis_ray.planning.sim_policies import FixedGroup, FixedPolicy, SimulationSettings
 from oasis_ray.planning.simulator import simulate
 from oasis_ray.profiling.sweep_spec import SweepSpec, parse_spec
@@ -88,7 +88,7 @@ def test_the_simulator_against_the_live_app_on_a_real_trace_window(oasis_app: st
     endpoint = EndpointSettings(base_url=oasis_app, api_key=API_KEY, model=MODEL_ID)
 
     table = profile_endpoint(_profile_spec(shaped), endpoint, run_id="replay-check")
-    service = ServiceTable(table, PROFILE_SLO_S)
+    service = CostTable(table, PROFILE_SLO_S)
     slowest_msrr = float(table.rows["msrr_req_s"].min())
     rate_factor = TARGET_LOAD * slowest_msrr / (len(window) / window.requests["arrival_s"].iloc[-1])
     replayed = window.scaled(rate_factor)

@@ -21,10 +21,10 @@ from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.settings import ScalingConfig
 from oasis_ray.scaling.shapes import ShapeOption
-from oasis_ray.planning.service_table import ServiceTable
+from oasis_ray.costs.table import CostTable
 from oasis_ray.planning.paper_tables import PAPER_SLO_P95_E2E_S, paper_hct, paper_inventory
-from oasis_ray.planning.service_curves import ServiceCurve
-from oasis_ray.planning.service_table import ShapeChoice
+from oasis_ray.costs.curves import ServiceCurve
+from oasis_ray.costs.table import ShapeChoice, route_capacity_at_mix
 from oasis_ray.planning.sim_policies import (
     FixedGroup,
     FixedPolicy,
@@ -32,7 +32,7 @@ from oasis_ray.planning.sim_policies import (
     SimulationSettings,
     static_peak_policy,
 )
-from oasis_ray.planning.sim_routes import BY_OUTPUT, PER_TYPE, mixed_capacity
+from oasis_ray.planning.sim_routes import BY_OUTPUT, PER_TYPE
 from oasis_ray.planning.sim_queue import backlog, latency_from_quantiles, queue_waits, window_p95_attainment
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 from oasis_ray.planning.simulator import simulate
@@ -73,7 +73,7 @@ def _trial(shape: str, points: list[tuple[int, float, float]]) -> tuple[HctRow, 
 
 
 @pytest.fixture(scope="module")
-def table() -> ServiceTable:
+def table() -> CostTable:
     """Full GPU: 100 W idle, +100 W per req/s up to 2 req/s. 1g slice: 0.5 req/s, the GPU reading 120 W there."""
     full_row, full_points = _trial("full-gpu", [(1, 1.0, 200.0), (2, 2.0, 300.0)])
     slice_row, slice_points = _trial("1g.10gb", [(1, 0.5, 120.0)])
@@ -84,7 +84,7 @@ def table() -> ServiceTable:
         python_version="-",
     )
     hct = HardwareCostTable.from_models([full_row, slice_row], full_points + slice_points, metadata)
-    return ServiceTable(hct, SLO_S)
+    return CostTable(hct, SLO_S)
 
 
 def _steady(rate_rps: float, seconds: float, offset_s: float = 0.5) -> np.ndarray:
@@ -106,7 +106,7 @@ def _oasis(**scaling: object) -> OasisPolicy:
     return OasisPolicy(name="oasis", config_choice="joint", scaling=ScalingConfig.model_validate(scaling))
 
 
-def test_a_static_gpu_at_half_load_is_charged_its_curve_power_for_the_trace(table: ServiceTable) -> None:
+def test_a_static_gpu_at_half_load_is_charged_its_curve_power_for_the_trace(table: CostTable) -> None:
     """One request per second on a 2 req/s GPU: 200 W for the 100 s from first arrival to last answer."""
     static = FixedPolicy(name="static", groups=(FixedGroup(model_id=MODEL, query_types=(QueryType.SISO,)),))
     run = simulate(_workload(_steady(1.0, 100.0)), static, table, POOL, PRICES, _settings())
@@ -126,7 +126,7 @@ def test_a_static_gpu_at_half_load_is_charged_its_curve_power_for_the_trace(tabl
 
 @pytest.mark.parametrize(("scale_by_length", "latency_s", "median_power_w"), [(True, 0.5, 200.0), (False, 0.25, 150.0)])
 def test_a_request_twice_the_profiled_length_costs_twice_unless_told_otherwise(
-    table: ServiceTable, scale_by_length: bool, latency_s: float, median_power_w: float
+    table: CostTable, scale_by_length: bool, latency_s: float, median_power_w: float
 ) -> None:
     """Profiled at 100 in / 10 out with TTFT 0.1 of 0.25 s: 200 / 20 tokens cost 0.4 x 2 + 0.6 x 2 = 2x."""
     arrivals = _steady(0.5, 100.0)
@@ -139,7 +139,7 @@ def test_a_request_twice_the_profiled_length_costs_twice_unless_told_otherwise(
     assert np.median(run.power_w) == pytest.approx(median_power_w)
 
 
-def test_the_decision_core_puts_a_light_load_on_the_slice_charged_its_idle_share(table: ServiceTable) -> None:
+def test_the_decision_core_puts_a_light_load_on_the_slice_charged_its_idle_share(table: CostTable) -> None:
     """0.1 req/s needs 0.11 of a 0.5 req/s slice: 1/7 of the GPU, 100/7 W idle plus the slice's dynamic power."""
     run = simulate(_workload(_steady(0.1, 600.0)), _oasis(), table, POOL, PRICES, _settings(load_window_s=10.0))
     result = run.result
@@ -152,7 +152,7 @@ def test_the_decision_core_puts_a_light_load_on_the_slice_charged_its_idle_share
     assert np.median(run.power_w) == pytest.approx(slice_idle_w + (slice_busy_w - slice_idle_w) * 0.2)
 
 
-def test_a_step_up_moves_the_route_to_whole_gpus_after_start_up(table: ServiceTable) -> None:
+def test_a_step_up_moves_the_route_to_whole_gpus_after_start_up(table: CostTable) -> None:
     arrivals = np.concatenate((_steady(0.1, 600.0), _steady(3.0, 1200.0, offset_s=600.2)))
     settings = _settings(load_window_s=10.0, startup_s=60.0, drain_s=600.0)
     run = simulate(_workload(arrivals), _oasis(), table, POOL, PRICES, settings)
@@ -166,7 +166,7 @@ def test_a_step_up_moves_the_route_to_whole_gpus_after_start_up(table: ServiceTa
     assert result.p99_s > 5 * LATENCY_S
 
 
-def test_static_and_oasis_refuse_a_table_prepared_for_another_slo(table: ServiceTable) -> None:
+def test_static_and_oasis_refuse_a_table_prepared_for_another_slo(table: CostTable) -> None:
     static = FixedPolicy(name="static", groups=(FixedGroup(model_id=MODEL, query_types=(QueryType.SISO,)),))
     with pytest.raises(ValueError, match="slo_p95_e2e_s: the table was prepared for 5 s"):
         simulate(_workload(_steady(1.0, 10.0)), static, table, POOL, PRICES, _settings(slo_p95_e2e_s=9.0))
@@ -252,8 +252,8 @@ def test_simulate_compares_the_policies_on_a_real_azure_trace(
 
 
 @pytest.fixture(scope="module")
-def paper_service() -> ServiceTable:
-    return ServiceTable(paper_hct(), PAPER_SLO_P95_E2E_S)
+def paper_service() -> CostTable:
+    return CostTable(paper_hct(), PAPER_SLO_P95_E2E_S)
 
 
 def _choice(shape: str, msrr_rps: float, power_w: float) -> ShapeChoice:
@@ -269,37 +269,37 @@ def test_a_grouped_routes_msrr_is_the_harmonic_mix_or_the_slowest_type() -> None
     choices = [{QueryType.SISO: _choice("full-gpu", 3.0, 300.0), QueryType.LISO: _choice("full-gpu", 1.0, 200.0)}]
     shares = {QueryType.SISO: 0.75, QueryType.LISO: 0.25}
     plain = {"full-gpu": {QueryType.SISO: 1.0, QueryType.LISO: 1.0}}
-    mix = mixed_capacity("m/short-output", choices, shares, plain, "mix")
+    mix = route_capacity_at_mix("m/short-output", choices, shares, plain)
     assert mix.whole_unit.msrr_rps == pytest.approx(2.0)
     assert mix.whole_unit.power_w == pytest.approx(275.0)
-    assert mixed_capacity("m/short-output", choices, shares, plain, "slowest").whole_unit.msrr_rps == 1.0
+    assert route_capacity_at_mix("m/short-output", choices, shares, plain, at_mix=False).whole_unit.msrr_rps == 1.0
     # Requests twice as costly as the profiled ones halve what a replica serves, type by type.
     doubled = {"full-gpu": {QueryType.SISO: 2.0, QueryType.LISO: 2.0}}
-    costly = mixed_capacity("m/short-output", choices, shares, doubled, "mix").whole_unit
+    costly = route_capacity_at_mix("m/short-output", choices, shares, doubled).whole_unit
     assert costly.msrr_rps == pytest.approx(1.0)
     assert costly.msrr_by_type == {QueryType.SISO: 1.5, QueryType.LISO: 0.5}
 
 
 @pytest.mark.parametrize("mode", ["baseline", "one-at-a-time", "joint"])
-def test_one_shared_configuration_for_one_type_is_that_types_own_choice(paper_service: ServiceTable, mode: str) -> None:
+def test_one_shared_configuration_for_one_type_is_that_types_own_choice(paper_service: CostTable, mode: str) -> None:
     pool = paper_inventory().pools[0]
     for query_type in QueryType:
-        own = [c.option for c in paper_service.shape_choices("llama-3-8b", query_type, pool, mode)]
+        own = [c.option for c in paper_service.shape_choices("llama-3-8b", query_type, pool.hardware(), mode)]
         shared = [c[query_type].option for c in paper_service.shared_shape_choices(
-            "llama-3-8b", {query_type: 1.0}, pool, mode)]
+            "llama-3-8b", {query_type: 1.0}, pool.hardware(), mode)]
         assert shared == own
 
 
-def test_types_of_one_route_run_one_configuration(paper_service: ServiceTable) -> None:
+def test_types_of_one_route_run_one_configuration(paper_service: CostTable) -> None:
     pool = paper_inventory().pools[0]
     shares = {QueryType.SISO: 0.4, QueryType.LISO: 0.6}
-    for by_type in paper_service.shared_shape_choices("llama-3-8b", shares, pool, "joint"):
+    for by_type in paper_service.shared_shape_choices("llama-3-8b", shares, pool.hardware(), "joint"):
         configurations = {(c.option.shape, c.option.clock_mhz, c.option.max_num_seqs, c.option.variant)
                           for c in by_type.values()}
         assert len(configurations) == 1
     # On its own SISO's best full-GPU configuration differs from the one it shares with LISO (the variant).
-    alone = paper_service.shape_choices("llama-3-8b", QueryType.SISO, pool, "joint")[0].option
-    shared = paper_service.shared_shape_choices("llama-3-8b", shares, pool, "joint")[0][QueryType.SISO].option
+    alone = paper_service.shape_choices("llama-3-8b", QueryType.SISO, pool.hardware(), "joint")[0].option
+    shared = paper_service.shared_shape_choices("llama-3-8b", shares, pool.hardware(), "joint")[0][QueryType.SISO].option
     assert (alone.variant, shared.variant) == ("standard", "chunked_prefill")
 
 
@@ -311,7 +311,7 @@ def _two_type_workload(rate_rps: float, seconds: float) -> Workload:
     return Workload.from_tokens("two-types", arrivals, inputs, np.full(len(arrivals), 50), ("llama-3-8b",))
 
 
-def test_types_sharing_a_route_share_its_replicas(paper_service: ServiceTable) -> None:
+def test_types_sharing_a_route_share_its_replicas(paper_service: CostTable) -> None:
     """0.6 req/s of SISO + LISO: one 1g slice for the mix, against a slice per type when each has its own route."""
     inventory = paper_inventory()
     workload = _two_type_workload(0.6, 600.0)
@@ -328,7 +328,7 @@ def test_types_sharing_a_route_share_its_replicas(paper_service: ServiceTable) -
     assert runs["by-output"].result.slo_attainment == 1.0
 
 
-def test_a_routes_msrr_follows_the_mix_of_types_it_observes(paper_service: ServiceTable) -> None:
+def test_a_routes_msrr_follows_the_mix_of_types_it_observes(paper_service: CostTable) -> None:
     """0.8 req/s of SISO for 600 s, then 1.6 req/s of LISO: 0.88 rps needed, then 1.76.
 
     Weighed tick by tick, as the live policy weighs the ingress's reports, the SISO half fits a 1g slice
@@ -353,7 +353,7 @@ def test_a_routes_msrr_follows_the_mix_of_types_it_observes(paper_service: Servi
     assert np.allclose(equivalents["slowest"][100:590], 2 / 7)
 
 
-def test_the_first_tick_provisions_for_the_ramp_before_a_scale_up_could_land(table: ServiceTable) -> None:
+def test_the_first_tick_provisions_for_the_ramp_before_a_scale_up_could_land(table: CostTable) -> None:
     """0.1 req/s for 20 s, then 3 req/s: ready at t = 0 is what 3 x 1.1 needs (2 GPUs), not the first 30 s' mean."""
     arrivals = np.concatenate((_steady(0.1, 20.0), _steady(3.0, 600.0, offset_s=20.2)))
     run = simulate(_workload(arrivals), _oasis(), table, POOL, PRICES, _settings(load_window_s=10.0, drain_s=60.0))
@@ -361,7 +361,7 @@ def test_the_first_tick_provisions_for_the_ramp_before_a_scale_up_could_land(tab
     assert run.result.p99_s == LATENCY_S
 
 
-def test_static_peak_is_sized_for_the_requests_costs_when_lengths_count(table: ServiceTable) -> None:
+def test_static_peak_is_sized_for_the_requests_costs_when_lengths_count(table: CostTable) -> None:
     """1.5 req/s of requests twice the profiled length: 1.5 x 2 / 2 x 1.1 = 1.65, so 2 GPUs, and 1 otherwise."""
     arrivals = _steady(1.5, 300.0)
     workload = Workload.from_tokens("long", arrivals, np.full(len(arrivals), 200), np.full(len(arrivals), 20),

@@ -39,7 +39,7 @@ from oasis_ray.planning.planner import Plan, PlanRequest, RouteDemand, plan
 from oasis_ray.query_types import QueryType
 from oasis_ray.planning.replay import EndpointSettings, run_replay
 from oasis_ray.planning.replay_plan import ReplayReport, replay_requests
-from oasis_ray.planning.service_table import ServiceTable
+from oasis_ray.costs.table import CostTable
 from oasis_ray.planning.sim_policies import (
     SIMULATION_HEADROOM,
     STATIC_PEAK_HEADROOM,
@@ -156,7 +156,7 @@ def _plan(args: argparse.Namespace) -> int:
     demands = _demands(args)
     request = PlanRequest(slo_p95_e2e_s=slo, demands=demands, inventory=inventory, config_choice=args.choice,
                           headroom=args.headroom, allow_mig=not args.no_mig)
-    result = plan(request, ServiceTable(table, slo))
+    result = plan(request, CostTable(table, slo))
     print(_plan_table(result, table))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,7 @@ def _simulate(args: argparse.Namespace) -> int:
     workload = Workload.from_trace(trace, _models(args))
     settings = SimulationSettings(slo_p95_e2e_s=slo, startup_s=args.startup_s, tick_s=args.tick_s,
                                   scale_by_length=not args.no_length_scaling)
-    service = ServiceTable(table, slo)
+    service = CostTable(table, slo)
     runs: list[SimRun] = []
     policies = _policies(args, workload, service, pool, settings)
     for policy in policies:
@@ -257,7 +257,7 @@ def _parse_demand(text: str) -> RouteDemand:
 
 
 def _policies(
-    args: argparse.Namespace, workload: Workload, table: ServiceTable, pool: DevicePool, settings: SimulationSettings
+    args: argparse.Namespace, workload: Workload, table: CostTable, pool: DevicePool, settings: SimulationSettings
 ) -> list[FixedPolicy | OasisPolicy]:
     names = [name.strip() for name in args.policies.split(",") if name.strip()]
     unknown = sorted(set(names) - set(POLICY_NAMES))

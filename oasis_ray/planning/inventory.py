@@ -14,7 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from oasis_ray.planning.mig_placement import MigGeometryName
+from oasis_ray.costs.table import Hardware
+from oasis_ray.planning.mig_placement import MIG_GEOMETRIES, MigGeometryName
 from oasis_ray.scaling.shapes import CPU, FULL_GPU
 
 
@@ -46,6 +47,12 @@ class DevicePool(BaseModel):
     @property
     def whole_shape(self) -> str:
         return CPU if self.kind == "cpu" else FULL_GPU
+
+    def hardware(self, *, allow_mig: bool = True) -> Hardware:
+        """The pool's shapes as the cost table selects rows: its whole device, and its MIG profiles if allowed."""
+        profiles = MIG_GEOMETRIES[self.mig_geometry] if allow_mig and self.mig_geometry is not None else {}
+        return Hardware(whole_shape=self.whole_shape, accelerator_type=self.accelerator_type,
+                        mig_shapes=tuple(profiles), idle_power_w=self.idle_power_w)
 
 
 class Prices(BaseModel):

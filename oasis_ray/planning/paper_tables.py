@@ -31,7 +31,7 @@ the median. Power is idle plus a dynamic part that grows with batch
 occupancy (1 - exp(-c/6)) and falls with the clock as (f/f_max)^1.5.
 
 MIG rows' power is the parent GPU's draw while only that slice is busy (the
-only reading NVML gives); `oasis_ray.planning.service_curves` charges a slice its
+only reading NVML gives); `oasis_ray.costs.curves` charges a slice its
 share of the GPU's idle power plus that reading's dynamic part. MIG slices
 have no clock rows: a locked clock applies to the whole GPU. 1g.10gb is
 left out because an 8B model in bf16 (about 16 GB) does not fit in 10 GB.

@@ -2,7 +2,7 @@
 
 Per route (one model and query type) and per device pool, the configuration
 of every shape is chosen one knob at a time (the paper) or jointly (see
-oasis_ray.planning.config_choice); then OASIS Algorithm 1 (`scaling_allocation.algorithm1`,
+oasis_ray.costs.config_choice); then OASIS Algorithm 1 (`scaling_allocation.algorithm1`,
 the function the live autoscaler runs) picks the shape and replica count for
 rate x (1 + headroom). Where several pools could serve a route, the cheaper
 per hour (devices plus energy) is preferred.
@@ -28,13 +28,13 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from oasis_ray.planning.config_choice import ConfigChoice
+from oasis_ray.costs.config_choice import ConfigChoice
+from oasis_ray.costs.table import CostTable, ShapeChoice, route_name
 from oasis_ray.planning.inventory import DevicePool, Inventory
 from oasis_ray.planning.mig_placement import GpuPacker, mig_profile
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.allocation import algorithm1, gpus_required
 from oasis_ray.scaling.settings import ScalingConfig
-from oasis_ray.planning.service_table import ServiceTable, ShapeChoice, route_name
 
 WH_PER_KWH = 1000.0
 
@@ -174,8 +174,8 @@ class _Candidate:
         return (0, mig_profile(geometry, self.choice.option.shape).memory_slices)
 
 
-def plan(request: PlanRequest, table: ServiceTable) -> Plan:
-    """`table` must be built for the request's SLO (ServiceTable(hct, request.slo_p95_e2e_s))."""
+def plan(request: PlanRequest, table: CostTable) -> Plan:
+    """`table` must be built for the request's SLO (CostTable(hct, request.slo_p95_e2e_s))."""
     if table.slo_p95_e2e_s != request.slo_p95_e2e_s:
         raise ValueError(
             f"slo_p95_e2e_s: the table was prepared for {table.slo_p95_e2e_s:g} s, the request asks for "
@@ -211,13 +211,13 @@ def plan(request: PlanRequest, table: ServiceTable) -> Plan:
     return _summarise(request, routes, packers, shortfalls)
 
 
-def _candidates(demand: RouteDemand, request: PlanRequest, table: ServiceTable) -> list[_Candidate]:
+def _candidates(demand: RouteDemand, request: PlanRequest, table: CostTable) -> list[_Candidate]:
     need = demand.rate_rps * (1 + request.headroom)
     prices = request.inventory.prices
     candidates = []
     for pool in request.inventory.pools:
         found = table.route_capacity(
-            demand.model_id, demand.query_type, pool, request.config_choice, allow_mig=request.allow_mig
+            demand.model_id, demand.query_type, pool.hardware(allow_mig=request.allow_mig), request.config_choice
         )
         if found is None:
             continue

@@ -22,11 +22,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from oasis_ray.planning.config_choice import ConfigChoice
+from oasis_ray.costs.config_choice import ConfigChoice
+from oasis_ray.costs.table import CostTable
 from oasis_ray.planning.inventory import DevicePool
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.settings import EwmaPeakForecast, RouteLimits, ScalingConfig
-from oasis_ray.planning.service_table import ServiceTable
 from oasis_ray.planning.sim_routes import BY_OUTPUT, RouteGrouping
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 
@@ -101,7 +101,7 @@ def static_policy(models: tuple[str, ...]) -> FixedPolicy:
 
 
 def static_peak_policy(
-    workload: Workload, table: ServiceTable, pool: DevicePool, settings: SimulationSettings, headroom: float
+    workload: Workload, table: CostTable, pool: DevicePool, settings: SimulationSettings, headroom: float
 ) -> FixedPolicy:
     """Whole devices per model for its peak: max over rate windows of sum(rate x cost / MSRR) x (1 + headroom).
 
@@ -123,7 +123,7 @@ def static_peak_policy(
             continue
         gpus_per_window = np.zeros(windows)
         for code, query_type in enumerate(QUERY_TYPES):
-            choices = table.shape_choices(model_id, query_type, pool, "baseline", allow_mig=False)
+            choices = table.shape_choices(model_id, query_type, pool.hardware(allow_mig=False), "baseline")
             of_type = of_model & (workload.type_code == code)
             if choices and of_type.any():
                 cost = 1.0

@@ -7,15 +7,15 @@ replica for a type with a trickle of traffic all day, capacity the types of
 one route would share. "per-type" keeps the paper's layout for comparison.
 
 A route's replica runs one configuration for all its types
-(ServiceTable.shared_shape_choices) and serves their mix. Its MSRR for
-Algorithm 1 is, per shape:
+(CostTable.shared_shape_choices) and serves their mix. Its MSRR for
+Algorithm 1 is, per shape (oasis_ray.costs.table.route_capacity_at_mix):
 
 - "mix" (default): harmonic by rate, rate / sum(rate_i / MSRR_i), computed
   by oasis_ray.scaling.mix as the live policy does. The replica's capacity
   is spent request by request, so at the route's mix it serves exactly this
-  many per second. `mixed_capacity` weighs by the workload's shares; the
-  simulator then re-weighs every tick by the rates per type it observes, as
-  the live policy does with the ingress's per-type reports.
+  many per second. The route starts at the workload's shares; the simulator
+  then re-weighs every tick by the rates per type it observes, as the live
+  policy does with the ingress's per-type reports (a TrafficReport).
 - "slowest": the slowest type's MSRR, what the live policy uses until the
   ingress reports a route's types: safe for any mix, wasteful for a mix of
   mostly fast requests.
@@ -33,13 +33,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oasis_ray.query_types import QueryType
-from oasis_ray.scaling.mix import mix_capacity
-from oasis_ray.scaling.shapes import RouteCapacity, ShapeOption
-from oasis_ray.planning.service_table import ShapeChoice
 
 RouteCapacityRule = Literal["mix", "slowest"]
 
@@ -75,32 +71,3 @@ BY_OUTPUT = RouteGrouping(
 )
 PER_TYPE = RouteGrouping(name="per-type", routes={query_type: query_type.value for query_type in QueryType})
 GROUPINGS = {grouping.name: grouping for grouping in (BY_OUTPUT, PER_TYPE)}
-
-
-def mixed_capacity(
-    route: str,
-    choices: list[dict[QueryType, ShapeChoice]],
-    shares: dict[QueryType, float],
-    cost: dict[str, dict[QueryType, float]],
-    rule: RouteCapacityRule,
-) -> RouteCapacity:
-    """The route's capacity per shape for its mix; `cost[shape][type]` is the mean request cost (1 = profiled).
-
-    Each option keeps its types' cost-corrected MSRRs, so a caller can weigh them by other rates (mix_capacity).
-    """
-    total = sum(shares.values())
-    options = []
-    for by_type in choices:
-        any_choice = next(iter(by_type.values()))
-        shape = any_choice.option.shape
-        effective = {qt: choice.option.msrr_rps / cost[shape][qt] for qt, choice in by_type.items()}
-        powers = [choice.option.power_w for choice in by_type.values()]
-        power = None if any(p is None for p in powers) else float(
-            np.dot([shares[qt] / total for qt in by_type], [p for p in powers if p is not None]))
-        options.append(ShapeOption(
-            shape=shape, gpu_fraction=any_choice.option.gpu_fraction, msrr_rps=min(effective.values()),
-            msrr_by_type=effective, power_w=power, clock_mhz=any_choice.option.clock_mhz,
-            max_num_seqs=any_choice.option.max_num_seqs, variant=any_choice.option.variant,
-        ))
-    capacity = RouteCapacity(route=route, options=tuple(options))
-    return mix_capacity(capacity, shares) if rule == "mix" else capacity

@@ -9,7 +9,7 @@ rates the ingress would report (arrivals over `rate_window_s`, per route and,
 for the route's MSRR at its mix, per route and query type) and the
 replicas that have finished starting; a replica it asks for serves
 `startup_s` later. Everything else is arrays over time bins and requests
-(oasis_ray.planning.sim_queue), driven by the HCT's curves (oasis_ray.planning.service_curves):
+(oasis_ray.planning.sim_queue), driven by the HCT's curves (oasis_ray.costs.curves):
 
 - a group's capacity per bin is its ready replicas' saturated throughput;
   beyond it requests queue (fluid FIFO);
@@ -22,7 +22,7 @@ replicas that have finished starting; a replica it asks for serves
 
 The run is charged from the first arrival to the last completion, so a
 policy that falls behind pays for the time it takes to catch up. Energy is
-what the replicas draw (a MIG slice its share of idle, see service_curves);
+what the replicas draw (a MIG slice its share of idle, see oasis_ray.costs.curves);
 devices a policy does not hold are charged nothing, so the idle power of
 the unused rest of a GPU that holds a slice is charged to no one (a
 cluster that packs other work there pays it anyway; a dedicated one does not). Not modelled:
@@ -40,14 +40,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from oasis_ray.planning.inventory import DevicePool, Prices
-from oasis_ray.scaling.core import TickInput, decide
-from oasis_ray.scaling.mix import mix_capacity
+from oasis_ray.costs.curves import GRID_POINTS, UTILISATION_GRID, ServiceCurve
+from oasis_ray.costs.table import CostTable, route_capacity_at_mix, route_name
 from oasis_ray.scaling.shapes import RouteCapacity
 from oasis_ray.scaling.state import ScalingState
-from oasis_ray.planning.service_curves import GRID_POINTS, UTILISATION_GRID, ServiceCurve
-from oasis_ray.planning.service_table import ServiceTable, route_name
+from oasis_ray.scaling.traffic import TrafficReport, decide_on_report
 from oasis_ray.planning.sim_policies import FixedPolicy, OasisPolicy, SimulationSettings
-from oasis_ray.planning.sim_routes import mixed_capacity
 from oasis_ray.planning.sim_queue import (
     latency_from_quantiles,
     latency_percentiles,
@@ -135,7 +133,7 @@ class _Group:
 def simulate(
     workload: Workload,
     policy: FixedPolicy | OasisPolicy,
-    table: ServiceTable,
+    table: CostTable,
     pool: DevicePool,
     prices: Prices,
     settings: SimulationSettings,
@@ -172,7 +170,7 @@ def simulate(
 
 
 def _fixed_groups(
-    workload: Workload, policy: FixedPolicy, table: ServiceTable, pool: DevicePool
+    workload: Workload, policy: FixedPolicy, table: CostTable, pool: DevicePool
 ) -> tuple[list[_Group], list[str]]:
     groups, unsupported = [], []
     for fixed in policy.groups:
@@ -181,7 +179,8 @@ def _fixed_groups(
         model_index = workload.models.index(fixed.model_id)
         curves: dict[int, ServiceCurve] = {}
         for query_type in fixed.query_types:
-            choices = table.shape_choices(fixed.model_id, query_type, pool, policy.config_choice, allow_mig=False)
+            choices = table.shape_choices(fixed.model_id, query_type, pool.hardware(allow_mig=False),
+                                          policy.config_choice)
             if choices:
                 curves[QUERY_TYPES.index(query_type)] = choices[0].curve
             else:
@@ -197,7 +196,7 @@ def _fixed_groups(
 
 
 def _route_groups(
-    workload: Workload, policy: OasisPolicy, table: ServiceTable, pool: DevicePool, settings: SimulationSettings
+    workload: Workload, policy: OasisPolicy, table: CostTable, pool: DevicePool, settings: SimulationSettings
 ) -> tuple[list[_Group], list[str]]:
     """One group per (model, route of the policy's grouping) with traffic; types no whole unit serves are refused."""
     groups, unsupported = [], []
@@ -207,9 +206,9 @@ def _route_groups(
         for route, types in policy.routes.route_types().items():
             present = [qt for qt in types if counts[QUERY_TYPES.index(qt)] > 0]
             served = [qt for qt in present
-                      if table.shape_choices(model_id, qt, pool, policy.config_choice, allow_mig=False)]
+                      if table.shape_choices(model_id, qt, pool.hardware(allow_mig=False), policy.config_choice)]
             shares = {qt: float(counts[QUERY_TYPES.index(qt)]) for qt in served}
-            choices = table.shared_shape_choices(model_id, shares, pool, policy.config_choice) if served else []
+            choices = table.shared_shape_choices(model_id, shares, pool.hardware(), policy.config_choice) if served else []
             if not choices or next(iter(choices[0].values())).option.shape != pool.whole_shape:
                 unsupported += [route_name(model_id, qt) for qt in present]
                 continue
@@ -223,7 +222,8 @@ def _route_groups(
                 for by_type in choices
             ]
             cost = {shape.name: _mean_costs(shape, workload, requests, settings.scale_by_length) for shape in shapes}
-            capacity = mixed_capacity(f"{model_id}/{route}", choices, shares, cost, policy.routes.capacity)
+            capacity = route_capacity_at_mix(f"{model_id}/{route}", choices, shares, cost,
+                                             at_mix=policy.routes.capacity == "mix")
             groups.append(_Group(label=capacity.route, requests=requests, shapes=shapes,
                                  replicas=[[] for _ in shapes], capacity=capacity))
     return groups, unsupported
@@ -267,9 +267,7 @@ def _autoscale(
     names = [capacity.route for capacity in capacities]
     ticks = np.arange(0.0, workload.duration_s + settings.drain_s + settings.tick_s, settings.tick_s)
     window = (ticks, settings.rate_window_s, settings.startup_s)
-    rates = _observed_rates([workload.arrival_s[group.requests] for group in routed], *window)
-    mixing = policy.routes.capacity == "mix"
-    type_rates = [_observed_type_rates(group, workload, *window) for group in routed] if mixing else []
+    type_rates = [_observed_type_rates(group, workload, *window) for group in routed]
     state = ScalingState()
     active: list[list[list[_Replica]]] = [[[] for _ in group.shapes] for group in routed]
     changes = 0
@@ -279,14 +277,12 @@ def _autoscale(
             name: {shape.name: sum(1 for r in running[i] if r.ready_s <= now_s) for i, shape in enumerate(group.shapes)}
             for name, group, running in zip(names, routed, active)
         }
-        routes = tuple(
-            mix_capacity(capacity, {qt: float(series[k]) for qt, series in by_type.items()})
-            for capacity, by_type in zip(capacities, type_rates)
-        ) if mixing else capacities
-        decision, state = decide(TickInput(
-            now_s=float(now_s), observed_rps=dict(zip(names, rates[k].tolist())), current_replicas=current,
-            routes=routes, config=policy.scaling, state=state,
-        ))
+        report = TrafficReport(type_rates={
+            name: {qt: float(series[k]) for qt, series in by_type.items()} for name, by_type in zip(names, type_rates)
+        })
+        decision, state = decide_on_report(report, capacities, now_s=float(now_s), current_replicas=current,
+                                           config=policy.scaling, state=state, at_mix=policy.routes.capacity == "mix")
+        assert decision is not None, "every simulated route reports, zeros included"
         startup_s = 0.0 if k == 0 else settings.startup_s
         for name, group, running in zip(names, routed, active):
             targets = decision.routes[name].replicas
@@ -320,12 +316,17 @@ def _observed_type_rates(
 ) -> dict[QueryType, np.ndarray]:
     """Each of the group's types' rate per tick, as the ingress reports it per route and type.
 
-    The first tick looks ahead per type, so its mix weighs each type by its own busiest early window.
+    The first tick looks ahead (see `_autoscale`) at the route's total, which
+    is then split by each type's own busiest early window, so the route is
+    sized for its busiest window and its mix weighs every type it will see.
     """
     arrivals = workload.arrival_s[group.requests]
     types = workload.type_code[group.requests]
     codes = sorted(group.shapes[0].curves)
     rates = _observed_rates([arrivals[types == code] for code in codes], ticks, window_s, startup_s)
+    first_total = _observed_rates([arrivals], ticks, window_s, startup_s)[0, 0]
+    if rates[0].sum() > 0:
+        rates[0] *= first_total / rates[0].sum()
     return {QUERY_TYPES[code]: rates[:, column] for column, code in enumerate(codes)}
 
 

@@ -1,16 +1,19 @@
-"""The HCT reduced, under one SLO, to what each route can run on each device pool.
+"""The hardware cost table read once, under one SLO: what each route can run on given hardware, and at what cost.
 
-The planner and the simulator ask the same question per (model, query type,
-pool): which shapes can serve it, with which configuration, at what MSRR and
-power. The answer comes back as the scaling core's own ShapeOption and
-RouteCapacity, so Algorithm 1 runs on exactly what the live autoscaler would
-see, plus the ServiceCurve the power and latency predictions need.
+This is the one place that turns HCT rows into capacities. The live
+autoscaler (oasis_ray.costs.live), the planner and the simulator all ask it
+the same questions: which shapes of some hardware can serve a model's query
+types, with which configuration (clock, batch, variant), at what MSRR, power
+and latency. The answers come back as the scaling core's own ShapeOption and
+RouteCapacity, so Algorithm 1 runs on exactly what every caller sees, plus the
+ServiceCurve (oasis_ray.costs.curves) for power and latency at any rate.
 
 The MSRR is recomputed for the SLO asked for from the load points (the best
 throughput whose P95 meets it), so one table answers for any SLO its load
-points cover. A row without load points keeps its own MSRR when it was
-measured under the same or a stricter SLO, and counts as infeasible under a
-stricter one, since nothing says what it would do there.
+points cover; by default the SLO is the table's own. A row without load
+points keeps its own MSRR when it was measured under the same or a stricter
+SLO, and counts as infeasible under a stricter one, since nothing says what
+it would do there.
 
 Built once per (table, SLO) with the rows grouped into numpy arrays, because
 a 1,000-GPU plan asks this for hundreds of routes and pandas filtering per
@@ -21,26 +24,42 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
-from oasis_ray.planning.config_choice import Candidates, ConfigChoice, choose_configuration
+from oasis_ray.costs.config_choice import DEFAULT_CLOCK, Candidates, Selection, choose_configuration
+from oasis_ray.costs.curves import LoadPoints, ServiceCurve, service_curve
 from oasis_ray.profiling.hct import HardwareCostTable
-from oasis_ray.planning.inventory import DevicePool
-from oasis_ray.planning.mig_placement import MIG_GEOMETRIES
 from oasis_ray.query_types import QueryType
+from oasis_ray.scaling.mix import mix_capacity
 from oasis_ray.scaling.shapes import CPU, FULL_GPU, RouteCapacity, ShapeOption
-from oasis_ray.planning.service_curves import LoadPoints, ServiceCurve, service_curve
-
-DEFAULT_CLOCK = -1
 
 
-def route_name(model_id: str, query_type: QueryType) -> str:
-    """Planner and simulator routes are one per (model, query type), as in the paper."""
-    return f"{model_id}/{query_type.value}"
+Shares = Mapping[QueryType, float]
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The devices a route may run on: a whole unit, the MIG shapes allowed on it, and the board's idle power.
+
+    The planner and simulator derive it from a device pool (DevicePool.hardware),
+    the live app from a route's configured shapes (oasis_ray.costs.live).
+    `accelerator_type` None accepts any GPU row; MIG rows of real sweeps carry
+    no accelerator type and are accepted for any.
+    """
+
+    whole_shape: str
+    accelerator_type: str | None = None
+    mig_shapes: tuple[str, ...] = ()
+    idle_power_w: float | None = None
+
+    @property
+    def shapes(self) -> tuple[str, ...]:
+        """Whole unit first, then MIG shapes smallest first."""
+        return (self.whole_shape, *sorted(self.mig_shapes, key=lambda name: (int(name[0]), name)))
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,10 @@ class ShapeChoice:
         return self.build_curve()
 
 
+ShapeChoices = dict[QueryType, ShapeChoice]
+"""One shape's choice for each query type of a route: one configuration, each type's own row at it."""
+
+
 @dataclass(frozen=True)
 class _Group:
     """One (model, query type)'s ok rows as arrays, in table order."""
@@ -72,11 +95,13 @@ class _Group:
     power_at_msrr_w: np.ndarray
 
 
-class ServiceTable:
-    def __init__(self, table: HardwareCostTable, slo_p95_e2e_s: float) -> None:
-        if not (math.isfinite(slo_p95_e2e_s) and slo_p95_e2e_s > 0):
-            raise ValueError(f"slo_p95_e2e_s: must be a positive number of seconds, got {slo_p95_e2e_s!r}")
-        self.slo_p95_e2e_s = slo_p95_e2e_s
+class CostTable:
+    def __init__(self, table: HardwareCostTable, slo_p95_e2e_s: float | None = None) -> None:
+        """`slo_p95_e2e_s` None: the SLO the table was profiled under."""
+        slo = table.metadata.slo.p95_e2e_s if slo_p95_e2e_s is None else slo_p95_e2e_s
+        if not (math.isfinite(slo) and slo > 0):
+            raise ValueError(f"slo_p95_e2e_s: must be a positive number of seconds, got {slo!r}")
+        self.slo_p95_e2e_s = slo
         rows = table.rows[table.rows["status"] == "ok"].reset_index(drop=True)
         self._rows = rows
         self._points = table.load_points.sort_values(["trial_id", "order"], kind="stable").reset_index(drop=True)
@@ -96,52 +121,35 @@ class ServiceTable:
         self._groups = self._group(rows, msrr, power)
 
     def shape_choices(
-        self, model_id: str, query_type: QueryType, pool: DevicePool, mode: ConfigChoice, *, allow_mig: bool = True
+        self, model_id: str, query_type: QueryType, hardware: Hardware, selection: Selection
     ) -> list[ShapeChoice]:
-        """Every shape of the pool on which some configuration meets the SLO, whole unit first."""
-        group = self._groups.get((model_id, query_type.value))
-        if group is None:
-            return []
-        choices = []
-        for shape in self._pool_shapes(pool, allow_mig):
-            on_shape = np.flatnonzero(_matches(group, shape, pool))
-            if not on_shape.size:
-                continue
-            chosen = choose_configuration(_subset(group.candidates, on_shape), mode)
-            if chosen is not None:
-                choices.append(self._choice(group, int(on_shape[chosen]), shape, pool))
-        return choices
+        """Every shape of the hardware on which some configuration meets the SLO, whole unit first."""
+        return [choices[query_type] for choices in self.shared_shape_choices(model_id, {query_type: 1.0}, hardware,
+                                                                              selection)]
 
     def shared_shape_choices(
-        self,
-        model_id: str,
-        shares: dict[QueryType, float],
-        pool: DevicePool,
-        mode: ConfigChoice,
-        *,
-        allow_mig: bool = True,
-    ) -> list[dict[QueryType, ShapeChoice]]:
+        self, model_id: str, shares: Shares, hardware: Hardware, selection: Selection
+    ) -> list[ShapeChoices]:
         """Per shape, whole unit first, one configuration every listed query type runs, chosen for their mix.
 
         A replica runs one engine configuration whatever type it serves, so a
         route of several types must pick one (clock, batch, variant) for all
         of them; each type keeps its own measured row at that configuration.
-        The choice is `mode`'s, over the mix's MSRR (harmonic by share: a
-        replica serves one request per sum(share / MSRR) seconds) and energy
-        per request (sum of share x the type's power / MSRR). For one type
-        this is `shape_choices`. A shape appears only when some configuration
-        measured for every type meets the SLO for all of them.
+        The choice is the selection's, over the mix's MSRR (harmonic by share:
+        a replica serves one request per sum(share / MSRR) seconds) and energy
+        per request (sum of share x the type's power / MSRR). A shape appears
+        only when some configuration measured for every type meets the SLO
+        for all of them (`why_not` says why one does not).
         """
         if not shares or min(shares.values()) <= 0:
-            raise ValueError(f"shares: every listed query type needs a positive share, got {shares}")
+            raise ValueError(f"shares: every listed query type needs a positive share, got {dict(shares)}")
         total = sum(shares.values())
-        found = {query_type: self._groups.get((model_id, query_type.value)) for query_type in shares}
-        groups = {query_type: group for query_type, group in found.items() if group is not None}
-        if len(groups) < len(found):
+        groups = self._model_groups(model_id, shares)
+        if groups is None:
             return []
         choices = []
-        for shape in self._pool_shapes(pool, allow_mig):
-            on_shape = {qt: np.flatnonzero(_matches(group, shape, pool)) for qt, group in groups.items()}
+        for shape in hardware.shapes:
+            on_shape = {qt: np.flatnonzero(_matches(group, shape, hardware)) for qt, group in groups.items()}
             aligned = _aligned_configurations({qt: _subset(groups[qt].candidates, at) for qt, at in on_shape.items()})
             if aligned is None:
                 continue
@@ -155,28 +163,43 @@ class ServiceTable:
                 clock_mhz=first.clock_mhz, max_num_seqs=first.max_num_seqs, variant=first.variant,
                 msrr_rps=1.0 / seconds, energy_per_request_j=energy,
             )
-            chosen = choose_configuration(mixed, mode)
+            chosen = choose_configuration(mixed, selection)
             if chosen is not None:
-                choices.append({qt: self._choice(groups[qt], int(at[chosen]), shape, pool) for qt, at in rows.items()})
+                choices.append({qt: self._choice(groups[qt], int(at[chosen]), shape, hardware) for qt, at in rows.items()})
         return choices
 
+    def why_not(self, model_id: str, query_type: QueryType, shape: str, hardware: Hardware, selection: Selection) -> str:
+        """Why a shape offers the type no configuration: no row the selection may use, or none meets the SLO."""
+        group = self._groups.get((model_id, query_type.value))
+        on_shape = np.flatnonzero(_matches(group, shape, hardware)) if group is not None else np.empty(0, np.int64)
+        if not on_shape.size:
+            return f"the HCT has no successful row for {query_type.value} on {shape}"
+        candidates = _subset(group.candidates, on_shape)
+        if choose_configuration(candidates, selection) is not None:
+            return f"{query_type.value} is served, but the route's other types were measured at other configurations"
+        reachable = replace(candidates, msrr_rps=np.ones(len(on_shape)))
+        if choose_configuration(reachable, selection) is None:
+            return f"the HCT has no successful row for {query_type.value} at {selection}"
+        return f"the HCT never meets the SLO (P95 <= {self.slo_p95_e2e_s:g} s) for {query_type.value} at {selection}"
+
     def route_capacity(
-        self, model_id: str, query_type: QueryType, pool: DevicePool, mode: ConfigChoice, *, allow_mig: bool = True
+        self, model_id: str, query_type: QueryType, hardware: Hardware, selection: Selection
     ) -> tuple[RouteCapacity, dict[str, ShapeChoice]] | None:
-        """The route's capacity on the pool for Algorithm 1; None when the whole unit cannot meet the SLO."""
-        choices = self.shape_choices(model_id, query_type, pool, mode, allow_mig=allow_mig)
-        if not choices or choices[0].option.shape != pool.whole_shape:
+        """A one-type route's capacity for Algorithm 1; None when the whole unit cannot meet the SLO."""
+        choices = self.shape_choices(model_id, query_type, hardware, selection)
+        if not choices or choices[0].option.shape != hardware.whole_shape:
             return None
         capacity = RouteCapacity(route=route_name(model_id, query_type), options=tuple(c.option for c in choices))
         return capacity, {choice.option.shape: choice for choice in choices}
 
-    def _pool_shapes(self, pool: DevicePool, allow_mig: bool) -> list[str]:
-        shapes = [pool.whole_shape]
-        if allow_mig and pool.mig_geometry is not None:
-            shapes += sorted(MIG_GEOMETRIES[pool.mig_geometry], key=lambda name: (int(name[0]), name))
-        return shapes
+    def _model_groups(self, model_id: str, types: Iterable[QueryType]) -> dict[QueryType, _Group] | None:
+        """Each type's group, or None when one of them has no successful row at all."""
+        groups = {qt: self._groups.get((model_id, qt.value)) for qt in types}
+        if any(group is None for group in groups.values()):
+            return None
+        return {qt: group for qt, group in groups.items() if group is not None}
 
-    def _choice(self, group: _Group, index: int, shape: str, pool: DevicePool) -> ShapeChoice:
+    def _choice(self, group: _Group, index: int, shape: str, hardware: Hardware) -> ShapeChoice:
         position = int(group.positions[index])
         msrr = float(group.candidates.msrr_rps[index])
         power = float(group.power_at_msrr_w[index])
@@ -192,7 +215,7 @@ class ServiceTable:
 
         def build_curve() -> ServiceCurve:
             input_tokens, output_tokens = (int(n) for n in self._lengths[position])
-            return service_curve(self._load_points(position), msrr_rps=msrr, idle_power_w=pool.idle_power_w,
+            return service_curve(self._load_points(position), msrr_rps=msrr, idle_power_w=hardware.idle_power_w,
                                  gpu_fraction=option.gpu_fraction, input_tokens=input_tokens,
                                  output_tokens=output_tokens)
 
@@ -250,15 +273,55 @@ class ServiceTable:
         return groups
 
 
-def _matches(group: _Group, shape: str, pool: DevicePool) -> np.ndarray:
-    """Rows measured on this shape of this pool's devices; MIG rows of real sweeps carry no accelerator type."""
+def _matches(group: _Group, shape: str, hardware: Hardware) -> np.ndarray:
+    """Rows measured on this shape of the hardware's devices; MIG rows of real sweeps carry no accelerator type."""
     on_shape = group.shape == shape
-    if pool.accelerator_type is None or shape == CPU:
+    if hardware.accelerator_type is None or shape == CPU:
         return on_shape
-    same_device = group.accelerator_type == pool.accelerator_type
+    same_device = group.accelerator_type == hardware.accelerator_type
     if shape == FULL_GPU:
         return on_shape & same_device
     return on_shape & (same_device | group.accelerator_unknown)
+
+
+def route_name(model_id: str, query_type: QueryType) -> str:
+    """Planner routes are one per (model, query type), as in the paper."""
+    return f"{model_id}/{query_type.value}"
+
+
+def route_capacity_at_mix(
+    route: str,
+    choices: list[ShapeChoices],
+    shares: Shares,
+    cost: Mapping[str, Mapping[QueryType, float]] | None = None,
+    *,
+    at_mix: bool = True,
+) -> RouteCapacity:
+    """A route's capacity per shape from its shared choices; each option keeps its types' MSRRs.
+
+    `cost[shape][type]` is the type's mean request cost relative to its
+    profiled request (1 when absent), so each type's MSRR is the one an
+    operator would have measured at the traffic's own lengths. With `at_mix`
+    the route MSRR is the one at `shares` (oasis_ray.scaling.mix); without,
+    the slowest type's, safe for any mix until the rates per type are known.
+    """
+    options = []
+    total = sum(shares.values())
+    for by_type in choices:
+        any_choice = next(iter(by_type.values()))
+        shape = any_choice.option.shape
+        factors = (cost or {}).get(shape, {})
+        effective = {qt: choice.option.msrr_rps / factors.get(qt, 1.0) for qt, choice in by_type.items()}
+        powers = [choice.option.power_w for choice in by_type.values()]
+        power = None if any(p is None for p in powers) else math.fsum(
+            shares[qt] / total * p for qt, p in zip(by_type, powers) if p is not None)
+        options.append(ShapeOption(
+            shape=shape, gpu_fraction=any_choice.option.gpu_fraction, msrr_rps=min(effective.values()),
+            msrr_by_type=effective, power_w=power, clock_mhz=any_choice.option.clock_mhz,
+            max_num_seqs=any_choice.option.max_num_seqs, variant=any_choice.option.variant,
+        ))
+    capacity = RouteCapacity(route=route, options=tuple(options))
+    return mix_capacity(capacity, shares) if at_mix else capacity
 
 
 def _row_as_point(row: pd.Series) -> LoadPoints:

@@ -5,7 +5,7 @@ MSRR): what a replica costs per request when it is kept busy, which is how
 Algorithm 1 keeps it. Ties, and rows whose power was not measured, fall back
 to the higher MSRR, since fewer replicas is the other half of the saving.
 
-Three ways to choose, and every plan says which it used:
+Four ways to choose, and every plan says which it used:
 
 - "baseline": the first row the sweep measured for this shape (both sweep
   modes put the baseline first): what a deployment runs without OASIS's
@@ -18,6 +18,10 @@ Three ways to choose, and every plan says which it used:
 - "joint": the best measured row over every (clock, batch, variant)
   combination. After a grid sweep it finds combinations one knob at a time
   misses, e.g. a low clock that pays off only at a large batch.
+- FixedConfiguration: the batch size and variant a running route's engine
+  was configured with (the live app), at default clocks where the table has
+  them, since live replicas run unlocked, else the highest clock profiled;
+  among those rows the fastest.
 """
 
 from __future__ import annotations
@@ -28,11 +32,27 @@ from typing import Literal
 import numpy as np
 
 ConfigChoice = Literal["baseline", "one-at-a-time", "joint"]
+# Candidates' clock for rows measured at the GPU's default (unlocked) clocks.
+DEFAULT_CLOCK = -1
+
+
+@dataclass(frozen=True)
+class FixedConfiguration:
+    """A configuration already chosen elsewhere (a route's engine settings); only its clock is left to the table."""
+
+    max_num_seqs: int
+    variant: str
+
+    def __str__(self) -> str:
+        return f"max_num_seqs={self.max_num_seqs}, variant={self.variant}"
+
+
+Selection = ConfigChoice | FixedConfiguration
 
 
 @dataclass(frozen=True)
 class Candidates:
-    """One shape's measured configurations, in table order; `clock_mhz` uses -1 for default clocks."""
+    """One shape's measured configurations, in table order; `clock_mhz` uses DEFAULT_CLOCK for default clocks."""
 
     clock_mhz: np.ndarray
     max_num_seqs: np.ndarray
@@ -41,14 +61,16 @@ class Candidates:
     energy_per_request_j: np.ndarray
 
 
-def choose_configuration(candidates: Candidates, mode: ConfigChoice) -> int | None:
-    """The position of the chosen row, or None when no configuration the mode may reach meets the SLO."""
+def choose_configuration(candidates: Candidates, selection: Selection) -> int | None:
+    """The position of the chosen row, or None when no configuration the selection may reach meets the SLO."""
     feasible = candidates.msrr_rps > 0
     if not feasible.any():
         return None
-    if mode == "baseline":
+    if isinstance(selection, FixedConfiguration):
+        return _fixed(candidates, selection, feasible)
+    if selection == "baseline":
         return 0 if feasible[0] else None
-    if mode == "joint":
+    if selection == "joint":
         return _best(candidates, np.flatnonzero(feasible))
     knobs = (candidates.max_num_seqs, candidates.variant, candidates.clock_mhz)
     current = 0
@@ -61,6 +83,18 @@ def choose_configuration(candidates: Candidates, mode: ConfigChoice) -> int | No
             if not feasible[current] or _key(candidates, best) < _key(candidates, current):
                 current = best
     return current if feasible[current] else None
+
+
+def _fixed(candidates: Candidates, selection: FixedConfiguration, feasible: np.ndarray) -> int | None:
+    configured = (candidates.max_num_seqs == selection.max_num_seqs) & (candidates.variant == selection.variant)
+    if not configured.any():
+        return None
+    clocks = candidates.clock_mhz[configured]
+    clock = DEFAULT_CLOCK if (clocks == DEFAULT_CLOCK).any() else clocks.max()
+    at_clock = np.flatnonzero(configured & (candidates.clock_mhz == clock) & feasible)
+    if not at_clock.size:
+        return None
+    return int(max(at_clock, key=lambda index: (float(candidates.msrr_rps[index]), -int(index))))
 
 
 def _key(candidates: Candidates, index: int) -> tuple[float, float]:

@@ -12,8 +12,9 @@ import logging
 import os
 from pathlib import Path
 
-from oasis_ray.scaling.capacity import route_capacities
 from oasis_ray.config import OasisAppConfig
+from oasis_ray.costs.live import live_route_capacities
+from oasis_ray.costs.table import CostTable
 from oasis_ray.profiling.hct import load_hct
 from oasis_ray.scaling.shapes import RouteCapacity
 
@@ -32,14 +33,22 @@ class CapacitySource:
         self._config = config
         self._path = config.autoscaling.table_path()
         self._seen = _fingerprint(self._path)
-        self._capacities = route_capacities(config, load_hct(self._path).rows)
+        self._table = CostTable(load_hct(self._path))
+        self._capacities = live_route_capacities(config, self._table)
+
+    @property
+    def slo_p95_e2e_s(self) -> float:
+        """The SLO the table was profiled under: what its MSRRs promise, and what the status view checks."""
+        return self._table.slo_p95_e2e_s
 
     def capacities(self) -> tuple[RouteCapacity, ...]:
         try:
             seen = _fingerprint(self._path)
             if seen != self._seen:
                 self._seen = seen
-                self._capacities = route_capacities(self._config, load_hct(self._path).rows)
+                table = CostTable(load_hct(self._path))
+                self._capacities = live_route_capacities(self._config, table)
+                self._table = table
                 logger.info("oasis autoscaling: reloaded the cost table from %s", self._path)
         except (OSError, ValueError) as error:
             logger.error("oasis autoscaling: cannot read the cost table %s (%s); keeping the last good one",
