@@ -22,14 +22,21 @@ from oasis_ray.profiling.clock_control import ClockLock, locked_sm_clock
 from oasis_ray.profiling.loadgen import run_closed_loop
 from oasis_ray.profiling.measurement import LoadPoint, summarize_level
 from oasis_ray.profiling.msrr_search import meets_slo, search_msrr
-from oasis_ray.profiling.power_probe import NoPowerProbe, PowerProbe, open_gpu_probe
+from oasis_ray.profiling.power_probe import (
+    CPU_POWER_NOTE,
+    MIG_POWER_NOTE,
+    NoPowerProbe,
+    PowerProbe,
+    open_gpu_probe,
+    sample_engine_idle,
+)
 from oasis_ray.profiling.sweep_plan import EngineConfig, Trial
 from oasis_ray.profiling.sweep_spec import CpuTarget, GpuTarget
 from oasis_ray.profiling.trial_outcome import DeviceInfo, TrialOutcome, measured_outcome, utc_now
 from profiling_jobs.engine import ProfiledEngine
 
-CPU_POWER_NOTE = "CPU target: no power meter"
-MIG_POWER_NOTE = "MIG slice: NVML meters only the whole GPU, which other slices share"
+# Seconds of NVML energy sampled with the engine loaded and idle, before each trial's first load point.
+ENGINE_IDLE_SAMPLE_S = 3.0
 
 
 class TrialTimeout(TimeoutError):
@@ -91,6 +98,7 @@ class TrialRunner:
             return point
 
         with self._clock() as clock:
+            engine_idle = sample_engine_idle(self._probe, ENGINE_IDLE_SAMPLE_S)
             search_started = time.perf_counter()
             result = search_msrr(measure, trial.slo, trial.search)
             search_wall_s = time.perf_counter() - search_started
@@ -105,6 +113,7 @@ class TrialRunner:
             result=result,
             clock=clock,
             device=device,
+            engine_idle=engine_idle,
             engine_start_s=self.engine_start_s,
             search_wall_s=search_wall_s,
             started_at=started_at,

@@ -20,7 +20,8 @@ def hct_row(*, model_id: str, hardware_kind: str, query_type: str, msrr_req_s: f
     mig_profile = overrides.pop("mig_profile", None)
     fields: dict[str, Any] = {
         "trial_id": f"{model_id}-{hardware_kind}-{mig_profile}-{query_type}-{overrides.get('max_num_seqs', 4)}",
-        "run_id": "synthetic", "status": "ok", "error": None, "model_id": model_id, "model_source": "synthetic",
+        "run_id": "synthetic", "provenance": "derived", "provenance_note": "synthetic test figures",
+        "status": "ok", "error": None, "model_id": model_id, "model_source": "synthetic",
         "hardware_kind": hardware_kind, "hardware": mig_profile or hardware_kind, "accelerator_type": None,
         "mig_profile": mig_profile, "num_cpus": 1.0, "device_name": None, "driver_version": None,
         "clock_mhz": None, "clock_locked": False, "clock_note": None, "max_num_seqs": 4, "variant": "standard",
@@ -30,7 +31,8 @@ def hct_row(*, model_id: str, hardware_kind: str, query_type: str, msrr_req_s: f
         "e2e_p50_s": 1.0, "e2e_p95_s": 2.0 if msrr_req_s > 0 else 9.0, "e2e_p99_s": 3.0,
         "ttft_p50_s": 0.1, "ttft_p95_s": 0.2, "ttft_p99_s": 0.3, "tpot_p50_s": 0.01, "tpot_p95_s": 0.02,
         "tpot_p99_s": 0.03, "power_available": False, "power_note": "synthetic", "mean_power_w": NAN,
-        "energy_per_token_j": NAN, "sm_clock_mhz": NAN, "search_mode": "bisection", "load_points": 5,
+        "energy_per_token_j": NAN, "sm_clock_mhz": NAN, "engine_idle_power_w": NAN,
+        "engine_idle_power_note": "synthetic", "search_mode": "bisection", "load_points": 5,
         "search_wall_s": 1.0, "engine_start_s": 1.0, "started_at": "2026-11-21T00:00:00Z",
         "finished_at": "2026-11-21T00:00:01Z",
     }

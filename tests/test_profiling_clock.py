@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import pynvml
 import pytest
 
 from oasis_ray.profiling.clock_control import ClockLock, locked_sm_clock
 from oasis_ray.telemetry.nvml import NvmlReader
-from oasis_ray.profiling.power_probe import NoPowerProbe, NvmlPowerProbe, open_gpu_probe
+from oasis_ray.profiling.measurement import EngineIdlePower
+from oasis_ray.profiling.power_probe import (
+    CPU_POWER_NOTE,
+    MIG_POWER_NOTE,
+    NoPowerProbe,
+    NvmlPowerProbe,
+    open_gpu_probe,
+    sample_engine_idle,
+)
 from tests.fake_nvml import DEFAULT_SM_MHZ, FakeGpu, FakeNvmlForUnitTests, not_supported
 
 
@@ -98,3 +109,32 @@ def test_without_nvml_the_probe_reads_nothing_and_keeps_the_reason() -> None:
     assert probe.unavailable_reason == "NVML unavailable: nvmlInit failed: NVML Shared Library Not Found"
     reading = probe.read()
     assert (reading.energy_mj, reading.sm_clock_mhz) == (None, None)
+
+
+def test_engine_idle_power_is_the_energy_counter_over_the_sampled_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeNvmlForUnitTests([FakeGpu("GPU-0", name="NVIDIA A100-SXM4-80GB")])
+    clock = [1_000.0]
+    monkeypatch.setattr("oasis_ray.telemetry.nvml.time", SimpleNamespace(time=lambda: clock[0]))
+    probe = open_gpu_probe(0, nvml=fake)
+
+    def sleep(seconds: float) -> None:  # the engine sits idle at 85 W
+        clock[0] += seconds
+        fake.gpus[0].energy_mj += int(85 * 1000 * seconds)
+
+    idle = sample_engine_idle(probe, 3.0, sleep=sleep)
+    assert idle == EngineIdlePower(watts=85.0, note=None)
+    probe.close()
+
+
+@pytest.mark.parametrize("note", [CPU_POWER_NOTE, MIG_POWER_NOTE])
+def test_cpu_and_mig_trials_record_no_engine_idle_power_and_say_why(note: str) -> None:
+    slept: list[float] = []
+    idle = sample_engine_idle(NoPowerProbe(note), 3.0, sleep=slept.append)
+    assert math.isnan(idle.watts) and idle.note == note and slept == []
+
+
+def test_a_gpu_without_an_energy_counter_has_no_engine_idle_power() -> None:
+    no_counter = FakeGpu("GPU-0", errors=not_supported("nvmlDeviceGetTotalEnergyConsumption"))
+    probe = NvmlPowerProbe(NvmlReader(FakeNvmlForUnitTests([no_counter])), 0)
+    idle = sample_engine_idle(probe, 3.0, sleep=lambda seconds: None)
+    assert math.isnan(idle.watts) and idle.note == "this GPU has no total-energy counter"

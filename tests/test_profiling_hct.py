@@ -12,7 +12,7 @@ import pytest
 
 from oasis_ray.profiling.clock_control import ClockLock
 from oasis_ray.profiling.hct import HCT_SCHEMA_VERSION, HctError, HctRow, load_hct, write_hct
-from oasis_ray.profiling.measurement import LoadPoint
+from oasis_ray.profiling.measurement import EngineIdlePower, LoadPoint
 from oasis_ray.profiling.msrr_search import SearchResult
 from oasis_ray.profiling.sweep_plan import Trial, expand_trials
 from oasis_ray.profiling.sweep_progress import SweepProgress
@@ -86,6 +86,7 @@ def measured(trial: Trial, power_w: float | None = 350.0, run_id: str = "run-a")
         result=result,
         clock=ClockLock(requested_mhz=clock, locked=True, observed_sm_mhz=clock, note=None),
         device=DeviceInfo(device_name="NVIDIA H100 80GB HBM3", driver_version="550.54.15", power_note=None),
+        engine_idle=EngineIdlePower(watts=85.0, note=None),
         engine_start_s=40.0,
         search_wall_s=12.5,
         started_at=utc_now(),
@@ -139,8 +140,8 @@ def test_rows_keep_their_values_and_failures_their_error(table_dir: Path) -> Non
 
 def test_a_table_of_another_schema_version_is_refused(table_dir: Path) -> None:
     meta = json.loads((table_dir / "hct.meta.json").read_text())
-    (table_dir / "hct.meta.json").write_text(json.dumps({**meta, "schema_version": 2, "new_field": 1}))
-    with pytest.raises(HctError, match=r"hct\.csv: schema_version 2, but this oasis-ray reads version 1"):
+    (table_dir / "hct.meta.json").write_text(json.dumps({**meta, "schema_version": 3, "new_field": 1}))
+    with pytest.raises(HctError, match=r"hct\.csv: schema_version 3, but this oasis-ray reads version 2"):
         load_hct(table_dir / "hct.csv")
     arrow = pq.read_table(table_dir / "hct.parquet")
     pq.write_table(
@@ -149,6 +150,31 @@ def test_a_table_of_another_schema_version_is_refused(table_dir: Path) -> None:
     )
     with pytest.raises(HctError, match="schema_version 0"):
         load_hct(table_dir)
+
+
+def test_a_version_1_table_is_refused_by_its_version_and_by_its_columns(table_dir: Path) -> None:
+    """Version 1 had no provenance or engine idle power: refused whether its metadata says 1 or claims 2."""
+    meta = json.loads((table_dir / "hct.meta.json").read_text())
+    rows = pd.read_csv(table_dir / "hct.csv")
+    version_1 = ["provenance", "provenance_note", "engine_idle_power_w", "engine_idle_power_note"]
+    rows.drop(columns=version_1).to_csv(table_dir / "hct.csv", index=False)
+    (table_dir / "hct.meta.json").write_text(json.dumps({**meta, "schema_version": 1}))
+    with pytest.raises(HctError, match=r"schema_version 1, but this oasis-ray reads version 2"):
+        load_hct(table_dir / "hct.csv")
+    (table_dir / "hct.meta.json").write_text(json.dumps(meta))
+    with pytest.raises(HctError, match=r"missing \['provenance', 'provenance_note', 'engine_idle_power_w', "
+                                       r"'engine_idle_power_note'\]"):
+        load_hct(table_dir / "hct.csv")
+
+
+def test_measured_rows_and_points_say_measured_and_keep_the_engine_idle_power(table_dir: Path) -> None:
+    table = load_hct(table_dir)
+    ok = table.rows[table.rows["status"] == "ok"]
+    assert set(table.rows["provenance"]) == {"measured"} and set(table.load_points["provenance"]) == {"measured"}
+    assert table.rows["provenance_note"].isna().all()
+    assert (ok["engine_idle_power_w"] == 85.0).all() and ok["engine_idle_power_note"].isna().all()
+    failed = table.rows[table.rows["status"] == "failed"].iloc[0]
+    assert math.isnan(failed["engine_idle_power_w"]) and failed["engine_idle_power_note"] == "trial failed"
 
 
 def test_a_table_with_a_missing_or_extra_column_is_refused(table_dir: Path) -> None:
@@ -166,6 +192,10 @@ def test_a_table_with_a_missing_or_extra_column_is_refused(table_dir: Path) -> N
         ("status", "done", "row 0, status: Input should be 'ok' or 'failed'"),
         ("max_num_seqs", 2.5, "row 0, max_num_seqs: Input should be a valid integer"),
         ("query_type", "XXL", "row 0, query_type: Input should be 'SISO', 'SILO', 'LISO' or 'LILO'"),
+        ("provenance", "guessed", "row 0, provenance: Input should be 'measured', 'published' or 'derived'"),
+        ("provenance", "published", "row 0, row: provenance_note: a published figure must name its source"),
+        ("provenance_note", "from memory", "row 0, row: provenance_note: a measured figure needs no note"),
+        ("engine_idle_power_w", 0.0, "row 0, row: engine_idle_power_w: 0.0 is not a power; NaN when unknown"),
     ],
 )
 def test_a_row_that_breaks_the_schema_is_refused_with_row_and_field(

@@ -26,7 +26,7 @@ import httpx
 from oasis_ray.profiling.clock_control import ClockLock
 from oasis_ray.profiling.hct import HardwareCostTable
 from oasis_ray.profiling.loadgen import SendRequest, prompt_token_ids, run_closed_loop
-from oasis_ray.profiling.measurement import LoadPoint, PowerReading, RequestRecord, summarize_level
+from oasis_ray.profiling.measurement import EngineIdlePower, LoadPoint, PowerReading, RequestRecord, summarize_level
 from oasis_ray.profiling.msrr_search import search_msrr
 from oasis_ray.planning.replay import EndpointSettings
 from oasis_ray.profiling.sweep_plan import Trial, expand_trials
@@ -85,6 +85,7 @@ def _profile_trial(
         result=result,
         clock=ClockLock(requested_mhz=None, locked=False, observed_sm_mhz=None, note=None),
         device=DeviceInfo(device_name=None, driver_version=None, power_note=ENDPOINT_POWER_NOTE),
+        engine_idle=EngineIdlePower(watts=math.nan, note=ENDPOINT_POWER_NOTE),
         engine_start_s=math.nan,
         search_wall_s=time.perf_counter() - search_started,
         started_at=started_at,

@@ -5,13 +5,34 @@ is read from this table, so a table that does not match the schema this
 code understands is refused outright, with the file, row and column named,
 instead of being half-read into a wrong plan.
 
-Schema, version 1. One row per trial (a query type on one engine
+Schema, version 2. One row per trial (a query type on one engine
 configuration), the fields of `HctRow` in order; the figures at the MSRR are
 those of the load point that achieved it. A second table holds every load
-point measured (`LoadPointRow`), for latency-vs-concurrency curves and
-audits. Units are in the column names: `_s` seconds, `_w` watts, `_j`
-joules, `_mhz` MHz, `req_s` requests per second. Power and energy are NaN
-with `power_available = false` wherever they were not measured; never 0.
+point (`LoadPointRow`), for latency-vs-concurrency curves and audits. Units
+are in the column names: `_s` seconds, `_w` watts, `_j` joules, `_mhz` MHz,
+`req_s` requests per second. Power and energy are NaN with
+`power_available = false` wherever they were not measured; never 0.
+
+Where each figure comes from (new in version 2): every row and every load
+point has a `provenance`, one of
+- `measured`: this project's profiler measured it (`provenance_note` None);
+- `published`: a figure a publication gives, entered as published;
+  `provenance_note` names the source (seed file and table) and which fields
+  of the row are modelled because the publication does not give them;
+- `derived`: computed, not measured; `provenance_note` names the formula or
+  model version (e.g. `gpu_model v1`, params_v1.json).
+
+Power semantics (what the planner and simulator charge):
+- a load point's `mean_power_w` is the board's power with this engine at
+  that load and the rest of the board idle (for a MIG slice: the parent
+  GPU's reading with only this slice busy);
+- `engine_idle_power_w` is the same board with this trial's engine loaded
+  and no request in it (NaN where unknown, `engine_idle_power_note` says
+  why: the profiler samples NVML on a whole GPU before the first load
+  point; CPU and MIG trials cannot meter it);
+- a device pool's idle power is the board with no engine loaded;
+- a GPU holding several slices draws idle + the sum over its slices of
+  (slice power - idle).
 
 Files in the table's directory: `hct.parquet` and `hct.csv` (the rows),
 `hct_load_points.parquet` and `hct_load_points.csv`, and `hct.meta.json`
@@ -43,7 +64,7 @@ from oasis_ray.profiling.measurement import LoadPoint
 from oasis_ray.query_types import QueryType
 from oasis_ray.profiling.sweep_spec import LoadSettings, SearchSettings, SloSpec, Variant
 
-HCT_SCHEMA_VERSION = 1
+HCT_SCHEMA_VERSION = 2
 ROWS_FILE = "hct"
 LOAD_POINTS_FILE = "hct_load_points"
 META_FILE = "hct.meta.json"
@@ -51,8 +72,18 @@ PARQUET_META_KEY = b"oasis_hct"
 _MAX_REPORTED_PROBLEMS = 10
 
 
+Provenance = Literal["measured", "published", "derived"]
+
+
 class HctError(ValueError):
     """A cost table that cannot be trusted; the message names the file and what is wrong."""
+
+
+def _check_provenance(provenance: str, note: str | None) -> None:
+    if provenance == "measured" and note is not None:
+        raise ValueError("provenance_note: a measured figure needs no note; it is this project's measurement")
+    if provenance != "measured" and not note:
+        raise ValueError(f"provenance_note: a {provenance} figure must name its source or formula")
 
 
 class HctRow(BaseModel):
@@ -62,6 +93,10 @@ class HctRow(BaseModel):
 
     trial_id: str
     run_id: str = Field(description="The sweep run that measured this row; survives resumed runs.")
+    provenance: Provenance
+    provenance_note: str | None = Field(
+        description="Published: the source and which fields are modelled. Derived: the formula or model version."
+    )
     status: Literal["ok", "failed"]
     error: str | None
     model_id: str
@@ -101,6 +136,10 @@ class HctRow(BaseModel):
     mean_power_w: float
     energy_per_token_j: float = Field(description="Joules per generated token at the MSRR.")
     sm_clock_mhz: float = Field(description="SM clock observed during the MSRR load point; NaN without NVML.")
+    engine_idle_power_w: float = Field(
+        description="Board power with this trial's engine loaded and no requests; NaN where unknown."
+    )
+    engine_idle_power_note: str | None = Field(description="Why engine_idle_power_w is unknown.")
     search_mode: Literal["bisection", "linear"]
     load_points: int = Field(description="Load points the search measured: the trial's profiling cost.")
     search_wall_s: float
@@ -110,6 +149,12 @@ class HctRow(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> HctRow:
+        _check_provenance(self.provenance, self.provenance_note)
+        if math.isnan(self.engine_idle_power_w):
+            if not self.engine_idle_power_note:
+                raise ValueError("engine_idle_power_note: say why engine_idle_power_w is unknown")
+        elif not self.engine_idle_power_w > 0:
+            raise ValueError(f"engine_idle_power_w: {self.engine_idle_power_w} is not a power; NaN when unknown")
         if self.status == "failed":
             if not self.error:
                 raise ValueError("error: a failed row must say why it failed")
@@ -155,11 +200,18 @@ def msrr_columns(best: LoadPoint | None) -> dict[str, Any]:
 
 
 class LoadPointRow(LoadPoint):
-    """One measured load level of one trial, in the order the search measured them."""
+    """One load level of one trial, in the order the search measured them (or the source lists them)."""
 
     trial_id: str
     order: int
     meets_slo: bool
+    provenance: Provenance
+    provenance_note: str | None
+
+    @model_validator(mode="after")
+    def _sourced(self) -> LoadPointRow:
+        _check_provenance(self.provenance, self.provenance_note)
+        return self
 
 
 class HctMetadata(BaseModel):

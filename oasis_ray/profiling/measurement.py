@@ -50,6 +50,27 @@ class PowerReading(BaseModel):
     sm_clock_mhz: int | None
 
 
+class EngineIdlePower(BaseModel):
+    """The board's mean power with the trial's engine loaded and no request in it; NaN with the reason if unknown."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+    watts: float
+    note: str | None
+
+
+def engine_idle_power(first: PowerReading, last: PowerReading, unavailable_reason: str | None) -> EngineIdlePower:
+    """Mean power between two readings of the energy counter, taken while the engine sits idle."""
+    if unavailable_reason is not None:
+        return EngineIdlePower(watts=math.nan, note=unavailable_reason)
+    meter = EnergyMeter()
+    meter.add(first.timestamp_s, first.energy_mj)
+    meter.add(last.timestamp_s, last.energy_mj)
+    if meter.mean_power_w is None:
+        return EngineIdlePower(watts=math.nan, note="the energy counter gave no interval to measure")
+    return EngineIdlePower(watts=meter.mean_power_w, note=None)
+
+
 class LoadPoint(BaseModel):
     """Everything measured at one closed-loop concurrency."""
 

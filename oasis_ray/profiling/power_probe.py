@@ -11,11 +11,16 @@ describes something else.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import Protocol
 
-from oasis_ray.profiling.measurement import PowerReading
+from oasis_ray.profiling.measurement import EngineIdlePower, PowerReading, engine_idle_power
 from oasis_ray.telemetry.nvml import NvmlReader, NvmlUnavailable
+
+
+CPU_POWER_NOTE = "CPU target: no power meter"
+MIG_POWER_NOTE = "MIG slice: NVML meters only the whole GPU, which other slices share"
 
 
 class PowerProbe(Protocol):
@@ -73,3 +78,12 @@ def open_gpu_probe(gpu_index: int, nvml: ModuleType | None = None) -> PowerProbe
     except NvmlUnavailable as error:
         return NoPowerProbe(f"NVML unavailable: {error}")
     return NvmlPowerProbe(reader, gpu_index)
+
+
+def sample_engine_idle(probe: PowerProbe, seconds: float, sleep: Callable[[float], None] = time.sleep) -> EngineIdlePower:
+    """The board's power over `seconds` with the engine loaded and idle; without a meter, NaN at once, with why."""
+    if probe.unavailable_reason is not None:
+        return EngineIdlePower(watts=float("nan"), note=probe.unavailable_reason)
+    first = probe.read()
+    sleep(seconds)
+    return engine_idle_power(first, probe.read(), None)

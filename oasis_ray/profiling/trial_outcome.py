@@ -21,6 +21,7 @@ from oasis_ray.profiling.hct import (
     LoadPointRow,
     msrr_columns,
 )
+from oasis_ray.profiling.measurement import EngineIdlePower
 from oasis_ray.profiling.msrr_search import SearchResult, meets_slo
 from oasis_ray.profiling.sweep_plan import Trial
 from oasis_ray.profiling.sweep_spec import GpuTarget, MigTarget, SweepSpec, spec_hash
@@ -77,6 +78,7 @@ def measured_outcome(
     result: SearchResult,
     clock: ClockLock,
     device: DeviceInfo,
+    engine_idle: EngineIdlePower,
     engine_start_s: float,
     search_wall_s: float,
     started_at: str,
@@ -86,8 +88,12 @@ def measured_outcome(
     row = HctRow(
         **_identity(trial, run_id),
         **msrr_columns(best),
+        provenance="measured",
+        provenance_note=None,
         status="ok",
         error=None,
+        engine_idle_power_w=engine_idle.watts,
+        engine_idle_power_note=engine_idle.note,
         device_name=device.device_name,
         driver_version=device.driver_version,
         clock_locked=clock.locked,
@@ -102,7 +108,8 @@ def measured_outcome(
         finished_at=utc_now(),
     )
     points = [
-        LoadPointRow(**point.model_dump(), trial_id=trial.trial_id, order=order, meets_slo=meets_slo(point, trial.slo))
+        LoadPointRow(**point.model_dump(), trial_id=trial.trial_id, order=order, meets_slo=meets_slo(point, trial.slo),
+                     provenance="measured", provenance_note=None)
         for order, point in enumerate(result.points)
     ]
     return TrialOutcome(row=row, load_points=points)
@@ -117,6 +124,9 @@ def failed_outcome(trial: Trial, *, run_id: str, error: str, started_at: str) ->
     row = HctRow(
         **_identity(trial, run_id),
         **nan_figures,
+        provenance="measured",
+        provenance_note=None,
+        engine_idle_power_note="trial failed",
         status="failed",
         error=error,
         device_name=None,
