@@ -5,9 +5,10 @@
     python -m oasis_ray.planning.capacity_cli replay --url http://127.0.0.1:8000 --model oasis-tiny-llama \\
         --trace ../shared/traces/azure_llm_2023_conv.csv --duration 30 --out out/
 
-`--hct paper` uses oasis_ray.planning.paper_tables: values from the OASIS paper, not
-measured here, with placeholders for what the paper does not give; its
-default inventory (`--gpus`) and prices are placeholders too. `--inventory`
+`--hct paper` uses oasis_ray.planning.paper_tables: the OASIS paper's figures as
+published and GPU-model rows (oasis_ray.gpu_model) for what it does not give, not
+measured here; its default inventory (`--gpus`) has the fit's idle power and
+placeholder prices. `--inventory`
 takes a YAML or JSON file in the Inventory schema (pools and prices).
 
 Outputs: a table on stdout at the end; with --out, plan.json,
@@ -282,7 +283,7 @@ def _bar_to(bar: tqdm) -> Callable[[float], None]:
 
 
 def _provenance(table: HardwareCostTable) -> str:
-    return "paper values, not measured here" if table.metadata.spec_name == PAPER_RUN_ID else table.metadata.spec_name
+    return "OASIS paper figures and GPU-model rows, not measured here" if table.metadata.spec_name == PAPER_RUN_ID else table.metadata.spec_name
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
