@@ -84,6 +84,7 @@ class _Point:
     power_w: float | None = None
     energy_per_token_j: float | None = None
     p95_at_most: float | None = None
+    power_source: str | None = None
 
 
 @dataclass
@@ -169,9 +170,10 @@ def _published(gpu: GpuModel) -> dict[Config, _Published]:
         elif group == "T6-full":
             target = entry(scenario["model"], scenario["device"], FULL, None, _query_type(scenario))
             if scenario["model"] == "qwen-7b":
+                (same_load,) = [p for p in target.points if p.concurrency == int(scenario["concurrency"])]
+                same_load.power_w, same_load.power_source = value("power_w"), source
                 target.notes.append(f"power at concurrency 50 from {source} (its throughput 6.80 req/s and P95 "
                                     "7.44 s match Table 2's 6.76 and 7.45 at the same load)")
-                target.points.append(_Point(50, source, power_w=value("power_w")))
             else:
                 target.notes.append(f"not entered: {source} (7.59 req/s, P95 6.85 s, 235 W at concurrency 50) "
                                     "contradicts Table 1's 4.41 req/s and 11.56 s at the same load")
@@ -344,7 +346,7 @@ def _published_point(gpu: GpuModel, engine: Engine, query: Query, trial_id: str,
         given.append("requests_per_s (output_tokens_per_s)")
     if point.power_w is not None:
         figures["mean_power_w"] = point.power_w
-        given.append("mean_power_w")
+        given.append(f"mean_power_w (from {point.power_source})" if point.power_source else "mean_power_w")
     if point.energy_per_token_j is not None:
         given.append("energy_per_token_j")
     modelled = "the other latencies keep the model's ratios to P95" if point.p95_s is not None else "latencies"
