@@ -10,8 +10,8 @@ per second of wall time. Planner: one plan per cluster size, from 8 GPUs and 1 m
 about 70% used), timed with and without preparing the table for the SLO.
 Targets: 1M requests in under 60 s; a 1,000-GPU plan in under 1 s.
 
-The 100 models are copies of the paper-values table's two models under new
-names (values from the paper, not measured here, and placeholders; see
+The 100 models are copies of the paper table's two models under new names
+(the OASIS paper's figures and GPU-model rows, not measured here; see
 oasis_ray.planning.paper_tables), so only the sizes are realistic, not the numbers.
 
     .venv/bin/python benchmarks/simulator_scale.py [--trace ../shared/traces/azure_llm_2023_conv.csv]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from oasis_ray.gpu_model.engine import Query
+from oasis_ray.gpu_model.engine import Engine, Query
 from oasis_ray.gpu_model.hardware import FULL
 from oasis_ray.gpu_model.model import GpuModel
 from oasis_ray.gpu_model.published import Figure
@@ -140,16 +140,20 @@ def _open_loop(model: GpuModel, scenario: dict[str, Any]) -> dict[str, float]:
     return {"achieved_rps": achieved, "latency_mean_s": latency, "power_w": power}
 
 
-def _light_load(model: GpuModel, scenario: dict[str, Any]) -> dict[str, float]:
+def light_load_power(model: GpuModel, engine: Engine, requests_per_hour: float, mix: dict[str, float]) -> float:
     """A trace far below capacity: the engine idles between requests, each served alone (concurrency 1)."""
-    engine = _engine(model, scenario)
     idle_engine = model.engine_idle_power_w(engine)
-    rate = float(scenario["requests_per_hour"]) / 3600
+    rate = requests_per_hour / 3600
     power = idle_engine
-    for query_type, share in scenario["mix"].items():
+    for query_type, share in mix.items():
         one = model.evaluate(engine, Query(*PAPER_LENGTHS[query_type]), [1.0])
         busy = rate * share * float(one.steps.latency_mean_s[0])
         power += busy * (float(one.power_w[0]) - idle_engine)
+    return power
+
+
+def _light_load(model: GpuModel, scenario: dict[str, Any]) -> dict[str, float]:
+    power = light_load_power(model, _engine(model, scenario), float(scenario["requests_per_hour"]), scenario["mix"])
     return {"mean_power_w": power}
 
 

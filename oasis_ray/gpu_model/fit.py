@@ -118,19 +118,6 @@ def assemble(bounds: list[Bound], values: np.ndarray, provenance: Provenance) ->
     )
 
 
-def flatten(bounds: list[Bound], params: GpuModelParams) -> list[float]:
-    raw = params.model_dump()
-    curve = raw["clock_curve"]
-    curve["saturation_gap"] = (curve["saturation"] - curve["knee"]) / (1.0 - curve["knee"])
-    values = []
-    for bound in bounds:
-        node: Any = raw
-        for key in bound.path:
-            node = node[key]
-        values.append(float(node))
-    return values
-
-
 _PLACEHOLDER = Provenance(fitted_by="(fitting)", figures_used=0, parameters_fitted=0, objective=math.nan,
                           figures_sha256="", note="")
 
@@ -193,8 +180,8 @@ def _is_power_bound(bound: Bound) -> bool:
     return bound.path[0] in _POWER_PARAMETERS and bound.path[-1] != "bandwidth_knee"
 
 
-def fit(start: GpuModelParams | None = None, progress: Callable[[int, float], None] | None = None) -> GpuModelParams:
-    """Fit every parameter to the fitted figures, from `start` or the bounds' starting points.
+def fit(progress: Callable[[int, float], None] | None = None) -> GpuModelParams:
+    """Fit every parameter to the fitted figures, from the bounds' starting points.
 
     In three stages, because the joint problem has poor local minima: the
     performance parameters on the latency and throughput figures alone, then
@@ -204,7 +191,7 @@ def fit(start: GpuModelParams | None = None, progress: Callable[[int, float], No
     bounds = _bounds()
     figures = [figure for figure in published_figures() if fitted(figure)]
     performance = [figure for figure in figures if figure.quantity not in _POWER_QUANTITIES]
-    z = _to_z(bounds, flatten(bounds, start) if start is not None else [b.start for b in bounds])
+    z = _to_z(bounds, [b.start for b in bounds])
 
     def stage(subset: list[Figure], free: np.ndarray, z: np.ndarray) -> np.ndarray:
         def function(free_z: np.ndarray) -> np.ndarray:
@@ -217,9 +204,8 @@ def fit(start: GpuModelParams | None = None, progress: Callable[[int, float], No
         return out
 
     power = np.array([_is_power_bound(b) for b in bounds])
-    if start is None:
-        z = stage(performance, ~power, z)
-        z = stage(figures, power, z)
+    z = stage(performance, ~power, z)
+    z = stage(figures, power, z)
     z = stage(figures, np.ones(len(bounds), dtype=bool), z)
     final = residuals(assemble(bounds, _to_values(bounds, z), _PLACEHOLDER), figures)
     provenance = Provenance(

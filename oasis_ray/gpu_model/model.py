@@ -34,9 +34,6 @@ class Evaluation:
     def power_w(self) -> np.ndarray:
         return self.idle_w + self.engine_power_w
 
-    def energy_per_token_j(self, output_tokens: float) -> np.ndarray:
-        return self.power_w / (self.steps.throughput_rps * output_tokens)
-
 
 class GpuModel:
     def __init__(self, params: GpuModelParams) -> None:

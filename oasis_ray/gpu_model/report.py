@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oasis_ray.gpu_model.engine import Query
-from oasis_ray.gpu_model.evaluate import PAPER_LENGTHS, model_values
+from oasis_ray.gpu_model.evaluate import light_load_power, model_values
 from oasis_ray.gpu_model.model import GpuModel
 from oasis_ray.gpu_model.params import GpuModelParams
 from oasis_ray.gpu_model.published import Figure, in_target, published_figures
@@ -108,17 +107,12 @@ def multi_tenancy_lines(report: list[Line]) -> list[tuple[str, float, float | No
 def runtime_lines(params: GpuModelParams) -> list[tuple[str, float]]:
     """Table 8's light-load power on the A100X, whole and on each slice that holds Llama-3-8B."""
     model = GpuModel(params)
-    out = []
-    for shape in ("full", "1g.20gb", "2g.20gb", "3g.40gb"):
-        engine = model.engine("llama-3-8b", "A100X-80GB", shape_name=shape)
-        power = model.engine_idle_power_w(engine)
-        rate = 41.0 / 3600
-        for query_type, share in {"SISO": 0.647, "LISO": 0.294, "SILO": 0.059}.items():
-            one = model.evaluate(engine, Query(*PAPER_LENGTHS[query_type]), [1.0])
-            power += rate * share * float(one.steps.latency_mean_s[0]) * (float(one.power_w[0])
-                                                                          - model.engine_idle_power_w(engine))
-        out.append((shape, power))
-    return out
+    scenario = next(f.scenario for f in published_figures() if f.case_id == "oasis:T8:0")
+    return [
+        (shape, light_load_power(model, model.engine("llama-3-8b", "A100X-80GB", shape_name=shape),
+                                 scenario["requests_per_hour"], scenario["mix"]))
+        for shape in ("full", "1g.20gb", "2g.20gb", "3g.40gb")
+    ]
 
 
 def _fmt(value: float | None) -> str:
