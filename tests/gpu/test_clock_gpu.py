@@ -13,7 +13,7 @@ import pynvml
 import pytest
 
 from oasis_ray.profiling.clock_control import locked_sm_clock
-from oasis_ray.profiling.power_probe import open_gpu_probe
+from oasis_ray.profiling.power_probe import open_gpu_probe, sample_engine_idle
 
 GPU_INDEX = 0
 INTERVAL_S = 1.0
@@ -52,3 +52,17 @@ def test_probe_reads_a_rising_energy_counter() -> None:
     assert probe.device_name and probe.unavailable_reason is None
     assert first.energy_mj is not None and second.energy_mj is not None and second.energy_mj > first.energy_mj
     assert second.sm_clock_mhz is not None and second.sm_clock_mhz > 0
+
+
+@pytest.mark.usefixtures("nvml_reader")
+def test_engine_idle_sampling_gives_a_board_power_within_its_limit() -> None:
+    """What a GPU trial records as engine_idle_power_w, here with no engine: the idle board's power."""
+    probe = open_gpu_probe(GPU_INDEX)
+    try:
+        idle = sample_engine_idle(probe, INTERVAL_S)
+    finally:
+        probe.close()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(GPU_INDEX)
+    limit_w = pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000
+    print(f"{probe.device_name}: {idle.watts:.1f} W over {INTERVAL_S} s (limit {limit_w:.0f} W)")
+    assert idle.note is None and 0 < idle.watts < limit_w
