@@ -21,6 +21,8 @@ point has a `provenance`, one of
   of the row are modelled because the publication does not give them;
 - `derived`: computed, not measured; `provenance_note` names the formula or
   model version (e.g. `gpu_model v1`, params_v1.json).
+A published or derived load point had no measurement window: its `window_s`
+and `energy_j` are NaN and its request counts 0.
 
 Power semantics (what the planner and simulator charge):
 - a load point's `mean_power_w` is the board's power with this engine at
