@@ -61,10 +61,14 @@ class Figure(BaseModel):
 
     @property
     def conditions(self) -> str:
-        keys = ("model", "device", "shape", "stack", "clock_mhz", "concurrency", "batch", "rate_rps",
+        keys = ("model", "device", "shape", "stack", "clock_mhz", "concurrency", "batch", "rate_rps", "workload",
                 "input_tokens", "output_tokens", "tenant")
-        parts = [f"{key}={self.scenario[key]}" for key in keys if self.scenario.get(key) is not None]
-        return f"{self.scenario['kind']}: " + " ".join(parts)
+        scenario = dict(self.scenario)
+        if scenario["kind"] in ("closed_loop", "msrr", "boards", "open_loop", "light_load"):
+            scenario.setdefault("clock_mhz", "default")
+            scenario.setdefault("batch", "max_num_seqs 256 (vLLM default, assumed)")
+        parts = [f"{key}={scenario[key]}" for key in keys if scenario.get(key) is not None]
+        return f"{scenario['kind']}: " + " ".join(parts)
 
 
 @functools.cache
@@ -121,6 +125,11 @@ _SHAREGPT_NOTE = (
     "for all of them (parameter sharegpt_input_tokens)"
 )
 _LITTLE_TOLERANCE = 0.25
+_V3_SOURCES = {
+    "mlenergy_v3_llama-3.1-8b-instruct_lm-arena-chat.csv":
+        "ml-energy/leaderboard@0cd52da public/data/models/meta-llama__Llama-3.1-8B-Instruct__lm-arena-chat.json",
+    "mlenergy_v3_qwen3-8b_gpqa.csv": "ml-energy/leaderboard@0cd52da public/data/models/Qwen__Qwen3-8B__gpqa.json",
+}
 _NO_B200 = "B200 is outside the device catalogue (optional in issue 10)"
 # Mean output tokens of the v0.5.4 rows of the same family, for the v0.4.2 file, which gives no token counts.
 _V042_OUTPUT = {"llama-3-8b": 483.0, "mistral-7b-v0.2": 424.0, "llama-2-7b": 483.0}
@@ -147,7 +156,7 @@ def _mlenergy_figures() -> list[Figure]:
 
     def add(file: str, index: int, row: dict[str, str], scenario: dict[str, Any], assumptions: list[str],
             values: dict[str, tuple[str, str | None]], excluded_all: str | None = None) -> None:
-        where = row.get("source_file", "")
+        where = row.get("source_file") or _V3_SOURCES[file]
         case_id = f"mlenergy:{file}:{index}"
         for quantity, (column, reason) in values.items():
             figures.append(Figure(
@@ -162,7 +171,8 @@ def _mlenergy_figures() -> list[Figure]:
         device = _DEVICES[row["gpu_model"]]
         scenario = {
             "kind": "saturated", "model": _MODELS[row["model_id"]], "device": device, "stack": "vllm-0.5.4",
-            "batch": float(row["avg_batch_size_reqs"]), "input_tokens": "fit:sharegpt_input_tokens",
+            "batch": float(row["avg_batch_size_reqs"]), "workload": "ShareGPT chat (first turns)",
+            "input_tokens": "fit:sharegpt_input_tokens",
             "output_tokens": float(row["avg_output_tokens"]),
         }
         assumptions = [
@@ -186,7 +196,7 @@ def _mlenergy_figures() -> list[Figure]:
             scenario = {
                 "kind": "saturated", "model": _MODELS[row["model_id"]],
                 "device": "B200" if b200 else _DEVICES[row["gpu_model"]], "stack": "vllm-0.11.1",
-                "batch": float(row["avg_batch_size"]), "input_tokens": f"fit:{input_param}",
+                "batch": float(row["avg_batch_size"]), "workload": task, "input_tokens": f"fit:{input_param}",
                 "output_tokens": float(row["avg_output_len"]),
             }
             assumptions = [
@@ -212,6 +222,7 @@ def _mlenergy_figures() -> list[Figure]:
         scenario = {
             "kind": "open_loop", "model": model, "device": _DEVICES[row["gpu_model"]], "stack": "vllm-0.4.2",
             "rate_rps": float(row["request_rate_req_per_s"]), "requests": 500,
+            "workload": "ShareGPT chat (first turns)",
             "input_tokens": "fit:sharegpt_input_tokens", "output_tokens": _V042_OUTPUT[model],
         }
         assumptions = [
