@@ -140,7 +140,8 @@ def residuals(params: GpuModelParams, figures: list[Figure]) -> np.ndarray:
 
 
 def levenberg_marquardt(
-    function: Callable[[np.ndarray], np.ndarray], start: np.ndarray, *, iterations: int = 80, step: float = 1e-3, tolerance: float = 1e-4,
+    function: Callable[[np.ndarray], np.ndarray], start: np.ndarray, *, iterations: int = 80, step: float = 1e-3,
+    tolerance: float = 1e-4,
     progress: Callable[[int, float], None] | None = None,
 ) -> np.ndarray:
     z = start.copy()

@@ -283,7 +283,9 @@ def _bar_to(bar: tqdm) -> Callable[[float], None]:
 
 
 def _provenance(table: HardwareCostTable) -> str:
-    return "OASIS paper figures and GPU-model rows, not measured here" if table.metadata.spec_name == PAPER_RUN_ID else table.metadata.spec_name
+    if table.metadata.spec_name == PAPER_RUN_ID:
+        return "OASIS paper figures and GPU-model rows, not measured here"
+    return table.metadata.spec_name
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
