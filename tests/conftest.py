@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.local_cluster import LocalCluster, connect, local_cluster
 from tests.otlp_receiver import OtlpTraceReceiver
 
 APP_NAME = "oasis"
@@ -73,22 +74,34 @@ def engine_spans() -> Iterator[OtlpTraceReceiver]:
 
 
 @pytest.fixture(scope="session")
-def oasis_app(engine_spans) -> Iterator[str]:
+def oasis_app(engine_spans, ray_cluster: LocalCluster) -> Iterator[str]:
     """Base URL of the running app (HTTP root)."""
-    import ray
     from ray import serve
 
     from deployments.app import build_app
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    # MIG_STANDIN_RESOURCE lets CPU replicas stand in for MIG slices in the autoscaling test.
-    ray.init(runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}, include_dashboard=False,
-             resources={MIG_STANDIN_RESOURCE: 4})
     serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT})
     serve.run(build_app(app_config()), name=APP_NAME, route_prefix="/")
     yield f"http://127.0.0.1:{HTTP_PORT}"
     serve.shutdown()
-    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[LocalCluster]:
+    """The session's own Ray cluster (tests/local_cluster.py), never one already running on the machine.
+
+    MIG_STANDIN_RESOURCE lets CPU replicas stand in for MIG slices in the autoscaling test.
+    """
+    import ray
+
+    # A dashboard, as a user's cluster has, so jobs can be submitted (the README test's `oasis profile`).
+    with local_cluster(resources={MIG_STANDIN_RESOURCE: 4}, dashboard=True) as cluster:
+        connect(cluster, runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}})
+        try:
+            yield cluster
+        finally:
+            ray.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -101,9 +114,9 @@ def openai_client(oasis_app: str):
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the profiling-job tests first, before the shared cluster starts.
 
-    They run a Ray cluster of their own, and every Ray cluster's dashboard
-    agent binds the same fixed port (52365, which ray.init cannot change); with
-    the shared cluster up, the second agent never starts and jobs cannot be
-    submitted. The sort is stable, so every other test keeps its order.
+    They run a Ray cluster of their own, which is gone by the time the shared
+    one starts: two clusters at once would each count the machine's cores and
+    overcommit them two to one. The sort is stable, so every other test keeps
+    its order.
     """
     items.sort(key=lambda item: not item.nodeid.startswith("tests/test_profiling_job.py"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-
 import pytest
 from ray import serve
 
@@ -55,7 +53,8 @@ def test_another_ray_app_calls_oasis(oasis_app):
         serve.delete("report-writer")
 
 
-def test_serve_logs_show_query_type_and_route(oasis_handle):
+def test_serve_logs_show_query_type_and_route(oasis_handle, ray_cluster):
     oasis_handle.generate.remote(GenerateRequest(prompt=[300] * 700, max_tokens=3)).result()
-    logs = "".join(open(path).read() for path in glob.glob("/tmp/ray/session_latest/logs/serve/*OasisIngress*.log"))
+    serve_logs = ray_cluster.temp_dir / "session_latest" / "logs" / "serve"
+    logs = "".join(path.read_text() for path in serve_logs.glob("*OasisIngress*.log"))
     assert f"oasis route model={MODEL_ID} query_type=LISO route=short-output input_tokens=700 max_tokens=3" in logs

@@ -5,11 +5,11 @@ configurations x LISO and SILO) serve every test here, because each vLLM
 engine takes most of a minute to start on two cores. The first job is
 stopped once three trials are saved and the sweep is resubmitted.
 
-The cluster runs in a helper process that started it with `ray.init`, so it
-is this module's own: it never touches a cluster another test session runs
-on the same machine, and it is torn down by ending the helper. It uses Ray's
-token authentication with a token made for this module, passed to the
-cluster, the job client and the `ray` CLI alike.
+The cluster is this module's own (tests/local_cluster.py): it never touches a
+cluster another test session runs on the same machine, and its dashboard and
+job agent have ports of their own. It uses Ray's token authentication with the
+machine's token, which the job client and the `ray` CLI send because token
+mode is on in this process, as the `oasis` command turns it on.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import json
 import math
 import os
 import re
-import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -30,11 +28,14 @@ from pathlib import Path
 import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from oasis_cli.cluster_auth import use_cluster_token
+from oasis_cli.jobs import job_client, submit_when_agent_ready
 from oasis_ray.profiling.hct import HctRow, load_hct
 from oasis_ray.profiling.sweep_plan import expand_trials
 from oasis_ray.profiling.sweep_spec import load_spec, spec_hash
 from oasis_ray.profiling.trial_store import TRIALS_DIR
 from profiling_jobs import report
+from tests.local_cluster import local_cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC = REPO_ROOT / "profiling_jobs" / "specs" / "tiny_cpu.yaml"
@@ -43,57 +44,27 @@ POLL_S = 2.0
 STOP_AFTER = 3
 # Only a guard against a hung job blocking the suite; no assertion depends on speed.
 STUCK_AFTER_S = 900.0
-AGENT_WAIT_S = 180.0
-CLUSTER_READY = "oasis-test-cluster-ready"
-CLUSTER_SCRIPT = f"""
-import sys
-import ray
-ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-         dashboard_port=int(sys.argv[1]), log_to_driver=False)
-print("{CLUSTER_READY}", flush=True)
-sys.stdin.read()
-ray.shutdown()
-"""
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)
 class Cluster:
     dashboard_url: str
-    token: str
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+        """The `ray` CLI's environment: token mode is on in this process (use_cluster_token), so in the CLI too."""
+        return dict(os.environ)
 
     def client(self) -> JobSubmissionClient:
-        return JobSubmissionClient(self.dashboard_url, headers={"Authorization": f"Bearer {self.token}"})
+        return job_client(self.dashboard_url)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    port = _free_port()
-    started = Cluster(dashboard_url=f"http://127.0.0.1:{port}", token=secrets.token_hex(32))
-    helper = subprocess.Popen(
-        [sys.executable, "-c", CLUSTER_SCRIPT, str(port)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=started.env(),
-    )
-    assert helper.stdin is not None and helper.stdout is not None
-    try:
-        if helper.stdout.readline().strip() != CLUSTER_READY:
-            pytest.fail(f"the test's Ray cluster did not start (helper exit status {helper.poll()})")
-        yield started
-    finally:
-        helper.stdin.close()
-        helper.wait(timeout=120)
+    with local_cluster(num_cpus=2, dashboard=True) as started:
+        assert started.dashboard_url is not None
+        use_cluster_token()
+        yield Cluster(dashboard_url=started.dashboard_url)
 
 
 @dataclass(frozen=True)
@@ -122,25 +93,15 @@ def _sweep_command(out: Path) -> list[str]:
     return [sys.executable, "-m", "profiling_jobs.sweep", "--spec", str(SPEC.relative_to(REPO_ROOT)), "--out", str(out)]
 
 
-def _submit_when_agent_ready(client: JobSubmissionClient, entrypoint: str) -> str:
-    """The dashboard answers before its job agent registers; on a loaded machine that gap can last a while."""
-    deadline = time.monotonic() + AGENT_WAIT_S
-    while True:
-        try:
-            return client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO_ROOT)})
-        except RuntimeError as error:
-            if "No available agent" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(POLL_S)
-
-
 @pytest.fixture(scope="module")
 def sweep_runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> SweepRuns:
     """Submit the sweep, stop it once a trial has been saved, then resubmit it with the `ray job submit` CLI."""
     client = cluster.client()
     out = tmp_path_factory.mktemp("sweep") / "hct"
     trials = out / TRIALS_DIR
-    first = _submit_when_agent_ready(client, " ".join(_sweep_command(out)))
+    first = submit_when_agent_ready(
+        client, entrypoint=" ".join(_sweep_command(out)), runtime_env={"working_dir": str(REPO_ROOT)}
+    )
     # Two engines run side by side on the two CPUs; by the third saved trial one configuration is done
     # and the other mostly, so the resumed job restarts few engines.
     _wait_for(client, first, lambda status: status in TERMINAL or len(list(trials.glob("*.json"))) >= STOP_AFTER)
@@ -223,6 +184,7 @@ def test_job_log_shows_progress_current_trial_and_eta(sweep_runs: SweepRuns) -> 
     assert any(
         re.search(r"\| ETA \d+m\d{2}s \| running: oasis-tiny-llama \| cpu x1 \| batch \d", line) for line in lines
     )
+
 
 
 def test_report_draws_its_figures_from_the_swept_table(sweep_runs: SweepRuns, tmp_path: Path) -> None:
