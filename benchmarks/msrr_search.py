@@ -69,6 +69,7 @@ def main() -> None:
     os.environ.update(bisection.engine_config.env_vars)
     runner = TrialRunner(bisection.engine_config)
     try:
+        runner.start_engine()
         fast = runner.run_trial(bisection, run_id="benchmark").row
         slow = runner.run_trial(linear, run_id="benchmark").row
     finally:

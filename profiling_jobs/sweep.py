@@ -1,7 +1,9 @@
 """Run a profiling sweep on a Ray cluster and write the hardware cost table (HCT).
 
-    ray job submit --working-dir . -- python -m profiling_jobs.sweep \\
-        --spec profiling_jobs/specs/tiny_cpu.yaml --out /tmp/hct-tiny
+    .venv/bin/oasis profile profiling_jobs/specs/tiny_cpu.yaml --out /tmp/hct-tiny
+
+(`oasis profile` submits `python -m profiling_jobs.sweep --spec ... --out ...`
+as a Ray job with the right interpreter, working directory and auth token.)
 
 The spec is validated before Ray is even contacted. Each engine configuration
 becomes one Ray actor asking for exactly the device it profiles, so trials run
@@ -18,6 +20,7 @@ still written, failed rows carry their errors); 2 for a bad spec.
 from __future__ import annotations
 
 import argparse
+import enum
 import importlib.metadata
 import platform
 import sys
@@ -32,14 +35,15 @@ from ray.actor import ActorHandle
 
 from oasis_ray.profiling.hct import write_hct
 from oasis_ray.profiling.sweep_plan import Trial, expand_trials, group_by_engine, trial_resources
-from oasis_ray.profiling.sweep_progress import SweepProgress
+from oasis_ray.profiling.sweep_progress import SweepProgress, resource_demand, waiting_for
 from oasis_ray.profiling.sweep_spec import SpecError, load_spec, spec_hash
 from oasis_ray.profiling.trial_outcome import SoftwareVersions, TrialOutcome, failed_outcome, merge_outcomes, utc_now
 from oasis_ray.profiling.trial_store import TrialStore, unfinished
 
 EXIT_TRIALS_FAILED = 1
 EXIT_BAD_SPEC = 2
-HEARTBEAT_S = 60.0
+# The longest a job log goes without a progress line (the issue asks for one at least every 30 s).
+HEARTBEAT_S = 20.0
 _ERROR_HEAD_CHARS = 600
 _ERROR_TAIL_CHARS = 1800
 
@@ -85,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_TRIALS_FAILED if failed else 0
 
 
+class _Stage(enum.Enum):
+    """The milestones of an engine configuration's actor before its first trial."""
+
+    PLACED = "placed"
+    ENGINE_UP = "engine up"
+
+
 @dataclass
 class _EngineGroup:
     """One actor and the trials still queued on it, in the order it will run them."""
@@ -92,10 +103,34 @@ class _EngineGroup:
     label: str
     actor: ActorHandle
     trials: list[Trial]
+    demand: dict[str, float]
+    node: str | None = None
     engine_up: bool = False
 
-    def now_running(self) -> str:
-        return self.trials[0].label() if self.engine_up else f"starting engine (or waiting for a device): {self.label}"
+    def now_running(self, cluster: _ClusterResources) -> str:
+        if self.engine_up:
+            return self.trials[0].label()
+        if self.node is not None:
+            return f"starting engine on {self.node}: {self.label}"
+        return f"waiting for {waiting_for(self.demand, cluster.free(), cluster.total())}: {self.label}"
+
+
+class _ClusterResources:
+    """Free and total resources, read from Ray once per progress line and only if a group still waits."""
+
+    def __init__(self) -> None:
+        self._free: dict[str, float] | None = None
+        self._total: dict[str, float] | None = None
+
+    def free(self) -> dict[str, float]:
+        if self._free is None:
+            self._free = ray.available_resources()
+        return self._free
+
+    def total(self) -> dict[str, float]:
+        if self._total is None:
+            self._total = ray.cluster_resources()
+        return self._total
 
 
 def _run_trials(pending: list[Trial], store: TrialStore, run_id: str, progress: SweepProgress) -> None:
@@ -105,30 +140,37 @@ def _run_trials(pending: list[Trial], store: TrialStore, run_id: str, progress: 
     ray.init()
     runner = ray.remote(max_restarts=0, max_concurrency=1)(TrialRunner)
     groups: list[_EngineGroup] = []
-    # The engine-start probe of each actor (trial None) and every trial call, each by its result's ref.
-    waiting: dict[ObjectRef, tuple[_EngineGroup, Trial | None]] = {}
+    # Each actor's milestones and every trial call, by its result's ref; calls run in this order on the actor.
+    waiting: dict[ObjectRef, tuple[_EngineGroup, Trial | _Stage]] = {}
     submitted_at: dict[str, str] = {}
     for config, trials in group_by_engine(pending):
-        actor = runner.options(**trial_resources(config.hardware), runtime_env={"env_vars": config.env_vars}).remote(
-            config
-        )
-        group = _EngineGroup(label=config.label(), actor=actor, trials=list(trials))
+        options = trial_resources(config.hardware)
+        actor = runner.options(**options, runtime_env={"env_vars": config.env_vars}).remote(config)
+        group = _EngineGroup(label=config.label(), actor=actor, trials=list(trials), demand=resource_demand(options))
         groups.append(group)
-        waiting[actor.engine_start_seconds.remote()] = (group, None)
+        waiting[actor.placed_on.remote()] = (group, _Stage.PLACED)
+        waiting[actor.start_engine.remote()] = (group, _Stage.ENGINE_UP)
         for trial in trials:
             waiting[actor.run_trial.remote(trial, run_id)] = (group, trial)
             submitted_at[trial.trial_id] = utc_now()
-    progress.running = [g.now_running() for g in groups if g.trials]
-    print(progress.line(time.monotonic()), flush=True)
+
+    def report() -> None:
+        cluster = _ClusterResources()
+        progress.running = [g.now_running(cluster) for g in groups if g.trials]
+        print(progress.line(time.monotonic()), flush=True)
+
+    report()
     while waiting:
         ready, _ = ray.wait(list(waiting), num_returns=1, timeout=HEARTBEAT_S)
         if not ready:
-            print(progress.line(time.monotonic()), flush=True)
+            report()
             continue
-        group, trial = waiting.pop(ready[0])
-        if trial is None:
-            _note_engine_start(ready[0], group)
+        group, event = waiting.pop(ready[0])
+        if isinstance(event, _Stage):
+            _note_stage(ready[0], group, event)
+            report()
             continue
+        trial = event
         outcome = _collect(ready[0], trial, run_id, submitted_at[trial.trial_id])
         store.save(outcome)
         progress.record(ok=outcome.row.status == "ok")
@@ -139,18 +181,21 @@ def _run_trials(pending: list[Trial], store: TrialStore, run_id: str, progress: 
             # Queued behind shutdown, Ray's termination task ends the actor gracefully and frees its device.
             group.actor.shutdown.remote()
             group.actor.__ray_terminate__.remote()
-        progress.running = [g.now_running() for g in groups if g.trials]
-        print(progress.line(time.monotonic()), flush=True)
+        report()
 
 
-def _note_engine_start(ref: ObjectRef, group: _EngineGroup) -> None:
-    """A failed start is not reported here: each of the group's trials records it as its own error."""
+def _note_stage(ref: ObjectRef, group: _EngineGroup, stage: _Stage) -> None:
+    """A failure is not reported here: each of the group's trials records it as its own error."""
     try:
-        seconds = ray.get(ref)
+        value = ray.get(ref)
     except ray.exceptions.RayError:
         return
-    group.engine_up = True
-    print(f"[sweep] engine up after {seconds:.0f} s: {group.label}", flush=True)
+    if stage is _Stage.PLACED:
+        group.node = value
+        print(f"[sweep] placed on {value}, starting engine: {group.label}", flush=True)
+    else:
+        group.engine_up = True
+        print(f"[sweep] engine up after {value:.0f} s: {group.label}", flush=True)
 
 
 def _collect(ref: ObjectRef, trial: Trial, run_id: str, started_at: str) -> TrialOutcome:

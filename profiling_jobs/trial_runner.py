@@ -45,16 +45,36 @@ class TrialTimeout(TimeoutError):
 
 class TrialRunner:
     def __init__(self, config: EngineConfig, gpu_index: int | None = None) -> None:
-        """`gpu_index` is the NVML index of a GPU target; left out, it is the GPU Ray assigned this actor."""
+        """Quick, so that in the sweep a finished constructor means Ray has placed the actor; start_engine is the slow part.
+
+        `gpu_index` is the NVML index of a GPU target; left out, it is the GPU Ray assigned this actor.
+        """
         self._config = config
         if gpu_index is None and isinstance(config.hardware, GpuTarget):
             gpu_index = _assigned_gpu_index()
         self._gpu_index = gpu_index
         self._probe = self._open_probe()
         self._loop = asyncio.new_event_loop()
+        self._engine: ProfiledEngine | None = None
+        self._start_error: str | None = None
+        self.engine_start_s: float | None = None
+
+    def start_engine(self) -> float:
+        """Start the engine once; returns its start-up seconds. A failed start is kept, and each trial reports it."""
         started = time.perf_counter()
-        self._engine = self._loop.run_until_complete(ProfiledEngine.start(config))
+        try:
+            self._engine = self._loop.run_until_complete(ProfiledEngine.start(self._config))
+        except Exception as error:
+            self._start_error = f"{type(error).__name__}: {error}"
+            raise
         self.engine_start_s = time.perf_counter() - started
+        return self.engine_start_s
+
+    def placed_on(self) -> str:
+        """The IP of the node Ray placed this actor on; answers as soon as the actor exists."""
+        import ray
+
+        return ray.util.get_node_ip_address()
 
     def _open_probe(self) -> PowerProbe:
         if isinstance(self._config.hardware, CpuTarget):
@@ -64,6 +84,9 @@ class TrialRunner:
         return open_gpu_probe(self._gpu_index)
 
     def run_trial(self, trial: Trial, run_id: str) -> TrialOutcome:
+        if self._engine is None or self.engine_start_s is None:
+            raise RuntimeError(f"the engine did not start: {self._start_error or 'start_engine was not called'}")
+        engine_start_s = self.engine_start_s
         started_at = utc_now()
         deadline = time.monotonic() + trial.timeout_s
         send = self._engine.sender(trial.query, label=trial.trial_id)
@@ -114,7 +137,7 @@ class TrialRunner:
             clock=clock,
             device=device,
             engine_idle=engine_idle,
-            engine_start_s=self.engine_start_s,
+            engine_start_s=engine_start_s,
             search_wall_s=search_wall_s,
             started_at=started_at,
         )
@@ -127,13 +150,10 @@ class TrialRunner:
         with locked_sm_clock(self._gpu_index, self._config.clock_mhz) as clock:
             yield clock
 
-    def engine_start_seconds(self) -> float:
-        """Returns once the engine is up: the sweep's signal that this actor has left the queue."""
-        return self.engine_start_s
-
     def shutdown(self) -> None:
         """Stop the engine, then let its background tasks see the cancellation before the loop closes."""
-        self._engine.shutdown()
+        if self._engine is not None:
+            self._engine.shutdown()
         leftovers = asyncio.all_tasks(self._loop)
         for task in leftovers:
             task.cancel()

@@ -14,9 +14,9 @@ from oasis_ray.profiling.clock_control import ClockLock
 from oasis_ray.profiling.hct import HCT_SCHEMA_VERSION, HctError, HctRow, load_hct, write_hct
 from oasis_ray.profiling.measurement import EngineIdlePower, LoadPoint
 from oasis_ray.profiling.msrr_search import SearchResult
-from oasis_ray.profiling.sweep_plan import Trial, expand_trials
-from oasis_ray.profiling.sweep_progress import SweepProgress
-from oasis_ray.profiling.sweep_spec import SweepSpec, parse_spec
+from oasis_ray.profiling.sweep_plan import Trial, expand_trials, trial_resources
+from oasis_ray.profiling.sweep_progress import SweepProgress, resource_demand, waiting_for
+from oasis_ray.profiling.sweep_spec import CpuTarget, GpuTarget, MigTarget, SweepSpec, parse_spec
 from oasis_ray.profiling.trial_outcome import (
     DeviceInfo,
     SoftwareVersions,
@@ -269,6 +269,18 @@ def test_progress_line_counts_skipped_and_failed_and_projects_the_rate() -> None
     assert progress.line(160.0) == (
         "[sweep] 6/10 trials done (4 from earlier runs, 1 failed) | elapsed 1m00s | ETA 2m00s | "
         "running: tiny | gpu H100 | batch 8 | standard | LISO(200/20)"
+    )
+
+
+def test_a_waiting_trial_names_what_it_asks_for_and_what_the_cluster_has_free() -> None:
+    mig = trial_resources(MigTarget(kind="mig", mig_profile="1g.10gb", num_cpus=2))
+    assert resource_demand(mig) == {"CPU": 2.0, "GPU": 1.0, "MIG-1g.10gb": 1.0}
+    a100 = resource_demand(trial_resources(GpuTarget(kind="gpu", accelerator_type="A100")))
+    assert a100 == {"CPU": 1.0, "GPU": 1.0, "accelerator_type:A100": 0.001}
+    assert resource_demand(trial_resources(CpuTarget(kind="cpu", num_cpus=0.5))) == {"CPU": 0.5}
+    free, total = {"CPU": 0.09999999999999987, "GPU": 1.0}, {"CPU": 2.0, "GPU": 1.0}
+    assert waiting_for(resource_demand(mig), free, total) == (
+        "CPU 2, GPU 1, MIG-1g.10gb 1 (cluster free: CPU 0.1 of 2, GPU 1 of 1, MIG-1g.10gb 0 of 0)"
     )
 
 

@@ -72,6 +72,7 @@ class SweepRuns:
     out: Path
     first_status: JobStatus
     first_run_files: dict[str, str]
+    first_logs: str
     second_status: JobStatus
     second_logs: str
 
@@ -124,6 +125,7 @@ def sweep_runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Sw
         out=out,
         first_status=first_status,
         first_run_files=first_run_files,
+        first_logs=client.get_job_logs(first),
         second_status=second_status,
         second_logs=client.get_job_logs("resumed-sweep"),
     )
@@ -184,7 +186,13 @@ def test_job_log_shows_progress_current_trial_and_eta(sweep_runs: SweepRuns) -> 
     assert any(
         re.search(r"\| ETA \d+m\d{2}s \| running: oasis-tiny-llama \| cpu x1 \| batch \d", line) for line in lines
     )
-
+    # Three engine configurations, each asking for 1 of the cluster's 2 CPUs: the third waits until one is done,
+    # and a line printed once the other two engines are up (so both hold their CPU) says so.
+    waiting = "waiting for CPU 1 (cluster free: CPU 0 of 2): oasis-tiny-llama | cpu x1"
+    assert any(waiting in line for line in sweep_runs.first_logs.splitlines() if line.startswith("[sweep] ")), (
+        sweep_runs.first_logs[-5000:]
+    )
+    assert "[sweep] placed on 127.0.0.1, starting engine: oasis-tiny-llama | cpu x1" in sweep_runs.first_logs
 
 
 def test_report_draws_its_figures_from_the_swept_table(sweep_runs: SweepRuns, tmp_path: Path) -> None:
