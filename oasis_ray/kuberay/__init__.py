@@ -1,0 +1,1 @@
+"""A KubeRay RayService manifest for an oasis app: typed parts of the schema (manifest) and the rendering (render)."""
