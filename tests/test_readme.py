@@ -39,7 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from oasis_ray.config import parse_config
-from oasis_ray.scaling.capacity_source import CapacitySource
+from oasis_ray.costs.source import CapacitySource
 from tests.conftest import API_KEY, HTTP_PORT
 from tests.local_cluster import RAY_AUTH_ENV, LocalCluster
 
