@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from oasis_ray import embedded_model
 from oasis_ray.profiling.clock_control import ClockLock
@@ -32,7 +33,7 @@ from oasis_ray.profiling.hct import load_hct, write_hct
 from oasis_ray.profiling.measurement import LoadPoint
 from oasis_ray.profiling.msrr_search import search_msrr
 from oasis_ray.profiling.sweep_plan import Trial
-from oasis_ray.profiling.sweep_spec import SweepSpec, parse_spec
+from oasis_ray.profiling.sweep_spec import SweepModel, SweepSpec, parse_spec
 from oasis_ray.profiling.trial_outcome import (
     ESTIMATED_POWER_NOTE,
     DeviceInfo,
@@ -42,6 +43,8 @@ from oasis_ray.profiling.trial_outcome import (
     measured_outcome,
     merge_outcomes,
 )
+from profiling_jobs import fingerprint as fingerprint_job
+from profiling_jobs.sweep import EXIT_BAD_SPEC
 
 LLAMA_CONFIG: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"],
@@ -170,7 +173,8 @@ class LayeredEngine:
             concurrency=concurrency, warmup_requests=concurrency, measured_requests=max(10, 2 * concurrency),
             window_s=1.0, e2e_p50_s=mean, e2e_p95_s=1.2 * mean, e2e_p99_s=1.3 * mean,
             ttft_p50_s=0.1 * mean, ttft_p95_s=0.12 * mean, ttft_p99_s=0.13 * mean,
-            tpot_p50_s=0.9 * mean / OUTPUT_TOKENS, tpot_p95_s=mean / OUTPUT_TOKENS, tpot_p99_s=1.1 * mean / OUTPUT_TOKENS,
+            tpot_p50_s=0.9 * mean / OUTPUT_TOKENS, tpot_p95_s=mean / OUTPUT_TOKENS,
+            tpot_p99_s=1.1 * mean / OUTPUT_TOKENS,
             requests_per_s=rate, output_tokens_per_s=rate * OUTPUT_TOKENS, power_available=False,
             mean_power_w=math.nan, energy_j=math.nan, energy_per_token_j=math.nan, sm_clock_mhz=math.nan,
         )
@@ -224,7 +228,9 @@ def test_fingerprint_sweep_is_the_spec_with_fingerprints_dummy_weights_and_the_l
         assert fp_trial.engine_config.max_num_seqs == item.trial.engine_config.max_num_seqs
 
 
-def _estimate(slo_s: float, per_layer_s: dict[int, float] | None = None) -> tuple[TrialOutcome, dict[int, TrialOutcome], Trial]:
+def _estimate(
+    slo_s: float, per_layer_s: dict[int, float] | None = None
+) -> tuple[TrialOutcome, dict[int, TrialOutcome], Trial]:
     spec = _spec(slo_s)
     (item,) = pair_trials(spec, fingerprint_spec(spec, MODELS), MODELS)
     per_layer_s = per_layer_s or {}
@@ -291,3 +297,26 @@ def test_a_missing_or_failed_fingerprint_trial_gives_a_failed_row_with_its_error
     crashed = failed_outcome(item.fingerprints[2], run_id="fp-run", error="engine died", started_at="t")
     failed = estimate_outcome(item.trial, {**one, 2: crashed}, DEEP, run_id="estimate").row
     assert failed.status == "failed" and f"2L trial {crashed.row.trial_id}: engine died" in (failed.error or "")
+
+
+# The job's refusals, before Ray or any engine.
+
+
+def test_the_job_refuses_a_source_without_a_local_config() -> None:
+    with pytest.raises(FingerprintError, match=r"models\[0\]\.source: 'org/model' is not a local model directory"):
+        fingerprint_job.fingerprinted(SweepModel(model_id="m", source="org/model"), "models[0]")
+
+
+def test_the_job_refuses_a_model_no_deeper_than_its_fingerprints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shallow = _model_dir(tmp_path, {**LLAMA_CONFIG, "num_hidden_layers": 2})
+    spec = tmp_path / "spec.yaml"
+    raw = {**_spec().model_dump(mode="json"), "models": [{"model_id": "m", "source": str(shallow)}]}
+    spec.write_text(yaml.safe_dump(raw))
+    assert fingerprint_job.main(["--spec", str(spec), "--out", str(tmp_path / "out")]) == EXIT_BAD_SPEC
+    assert capsys.readouterr().err == (
+        "models[0].source: 2 hidden layers: nothing to extrapolate to from fingerprints with [1, 2] "
+        "(profile it with profiling_jobs.sweep)\n"
+    )
+    assert not (tmp_path / "out").exists()
