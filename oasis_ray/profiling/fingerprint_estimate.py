@@ -160,7 +160,9 @@ def _ladder_curves(fingerprints: Mapping[int, TrialOutcome]) -> dict[int, list[L
     if len(fingerprints) < 2:
         raise EstimateError(f"need fingerprints of two depths, got {sorted(fingerprints)}")
     failed = [
-        f"{n}L trial {fp.row.trial_id}: {fp.row.error}" for n, fp in sorted(fingerprints.items()) if fp.row.status != "ok"
+        f"{n}L trial {fp.row.trial_id}: {fp.row.error}"
+        for n, fp in sorted(fingerprints.items())
+        if fp.row.status != "ok"
     ]
     if failed:
         raise EstimateError("fingerprint trial failed: " + "; ".join(failed))
