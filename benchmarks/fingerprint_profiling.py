@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oasis_ray.profiling.fingerprint_estimate import split_by_layers
 from oasis_ray.profiling.fingerprint_plan import fingerprint_spec, pair_trials
 from oasis_ray.profiling.hct import HctRow
 from oasis_ray.profiling.sweep_plan import expand_trials, group_by_engine
@@ -114,23 +115,28 @@ def main() -> None:
     )
     print(
         f"{'configuration':<40} {'MSRR req/s full':>15} {'est':>6} {'error':>6}   "
-        f"{'TTFT P50 ms full':>16} {'est':>6}   {'TPOT P50 ms full':>16} {'est':>6}"
+        f"{'TTFT P50 ms full':>16} {'est':>6}   {'TPOT P50 ms full':>16} {'est':>6}   {'layer share':>11}"
     )
     errors = []
-    for trial_id, outcome in full.outcomes.items():
-        measured = outcome.row
-        estimated = estimates[trial_id]
+    for item in plan:
+        measured = full.outcomes[item.trial.trial_id].row
+        estimated = estimates[item.trial.trial_id]
         label = _label(measured)
         if measured.status != "ok" or estimated.status != "ok":
-            print(f"{label:<44} not compared: full {measured.error or 'ok'}; estimate {estimated.error or 'ok'}")
+            print(f"{label:<40} not compared: full {measured.error or 'ok'}; estimate {estimated.error or 'ok'}")
             continue
         error = _relative_error(estimated.msrr_req_s, measured.msrr_req_s)
         errors.append(error)
+        share = _layer_share({n: fingerprints.outcomes[t.trial_id] for n, t in item.fingerprints.items()}, item.layers)
         print(
             f"{label:<40} {measured.msrr_req_s:15.2f} {estimated.msrr_req_s:6.2f} {error:6.1%}   "
             f"{measured.ttft_p50_s * 1000:16.1f} {estimated.ttft_p50_s * 1000:6.1f}   "
-            f"{measured.tpot_p50_s * 1000:16.2f} {estimated.tpot_p50_s * 1000:6.2f}"
+            f"{measured.tpot_p50_s * 1000:16.2f} {estimated.tpot_p50_s * 1000:6.2f}   {share:11.0%}"
         )
+    print(
+        f"(layer share: of a {args.layers}-layer request's time at concurrency 1, the part its hidden layers take, "
+        "from the fingerprints' split)"
+    )
     print()
     print(_show_cost("full sweep", full))
     print(_show_cost("fingerprint route", fingerprints))
@@ -147,6 +153,13 @@ def main() -> None:
         f"target >= {TARGET_COST_RATIO:g}x cheaper: {'met' if ratio >= TARGET_COST_RATIO else 'MISSED'}; "
         f"MSRR within {TARGET_MSRR_ERROR:.0%}: {'met' if worst <= TARGET_MSRR_ERROR else 'MISSED'}"
     )
+
+
+def _layer_share(fingerprints: dict[int, TrialOutcome], layers: int) -> float:
+    """How much of the deep model's time at concurrency 1 the hidden layers take: what fingerprints can save."""
+    at_one = {n: next(p for p in fp.load_points if p.concurrency == 1) for n, fp in fingerprints.items()}
+    split = split_by_layers({n: p.concurrency / p.requests_per_s for n, p in at_one.items()})
+    return layers * split.per_layer_s / split.at(layers)
 
 
 def _label(row: HctRow) -> str:
