@@ -1,14 +1,14 @@
 """Estimate a sweep's cost table from fingerprints of its models instead of the models themselves (iServe §5).
 
     ray job submit --working-dir . -- python -m profiling_jobs.fingerprint \\
-        --spec profiling_jobs/specs/tiny_cpu.yaml --out /tmp/hct-tiny-cpu-fingerprints
+        --spec profiling_jobs/specs/tiny_cpu.yaml --embedded-layers 8 --out /tmp/hct-tiny-cpu-8l
 
 For each model of the spec (a local model directory; `embedded` with
 `--embedded-layers N` stands in the embedded model built N layers deep, for
-a smoke run on CPU) it builds fingerprints with 1 and 2 hidden layers in the oasis-ray cache,
-profiles them with the sweep's own machinery (the same engine
-configurations and query lengths, dummy weights, the ladder search; trials
-saved under OUT/fingerprints/, resumable like any sweep), then writes
+a smoke run on CPU) it builds fingerprints with 1 and 2 hidden layers in
+the oasis-ray cache, profiles them with the sweep's own machinery (the same
+engine configurations and query lengths, dummy weights, the ladder search;
+trials saved under OUT/fingerprints/, resumable like any sweep), then writes
 OUT/hct.parquet and OUT/hct.csv: one row per trial of the spec, estimated
 from its fingerprints' trials and marked `provenance = derived`, with the
 method and the fingerprint trials named in `provenance_note`. A row that
