@@ -320,3 +320,24 @@ def test_the_job_refuses_a_model_no_deeper_than_its_fingerprints(
         "(profile it with profiling_jobs.sweep)\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+def _with_2l_points(fingerprints: dict[int, TrialOutcome], **figures: float) -> dict[int, TrialOutcome]:
+    """The fingerprints with the 2-layer trial's load points overwritten: a noisy measurement."""
+    two = fingerprints[2]
+    points = [point.model_copy(update=figures) for point in two.load_points]
+    return {**fingerprints, 2: two.model_copy(update={"load_points": points})}
+
+
+def test_a_percentile_the_slo_does_not_limit_is_nan_where_noise_leaves_it_unresolved() -> None:
+    estimated, fingerprints, trial = _estimate(1.3)
+    noisy = estimate_outcome(trial, _with_2l_points(fingerprints, ttft_p99_s=1e-4), DEEP, run_id="estimate").row
+    assert noisy.status == "ok" and math.isnan(noisy.ttft_p99_s)
+    assert noisy.msrr_req_s == estimated.row.msrr_req_s and noisy.ttft_p95_s == estimated.row.ttft_p95_s
+
+
+def test_an_slo_percentile_the_fingerprints_cannot_resolve_fails_the_row() -> None:
+    _, fingerprints, trial = _estimate(1.3)
+    failed = estimate_outcome(trial, _with_2l_points(fingerprints, e2e_p95_s=1e-4), DEEP, run_id="estimate").row
+    assert failed.status == "failed"
+    assert "concurrency 1: predicted e2e_p95_s" in (failed.error or "") and "not a latency" in (failed.error or "")

@@ -20,8 +20,9 @@ model is slower at every concurrency, so its SLO boundary lies inside the
 fingerprints' ladder.
 
 Nothing is clamped: where the fingerprints do not resolve a positive
-per-layer cost (noise larger than one layer's work) or a predicted latency is
-not positive, the estimate fails with the figures named, and its row says so.
+per-layer cost in throughput (noise larger than one layer's work) or a
+percentile the SLO limits, the estimate fails with the figures named, and its
+row says so; another percentile they cannot resolve is NaN, never a guess.
 Power is not estimated (iServe leaves extrapolating power from fingerprints
 to further work, seed 003 §9): estimated rows carry NaN power with the reason.
 
@@ -39,6 +40,7 @@ from pydantic import BaseModel, ConfigDict
 from oasis_ray.profiling.measurement import LoadPoint
 from oasis_ray.profiling.msrr_search import SearchResult, search_msrr
 from oasis_ray.profiling.sweep_plan import Trial
+from oasis_ray.profiling.sweep_spec import SloSpec
 from oasis_ray.profiling.trial_outcome import TrialOutcome, estimated_outcome, failed_outcome, utc_now
 
 LATENCY_FIELDS = tuple(f"{metric}_p{p}_s" for metric in ("e2e", "ttft", "tpot") for p in (50, 95, 99))
@@ -71,8 +73,15 @@ def split_by_layers(latency_s: Mapping[int, float]) -> LayerSplit:
     return LayerSplit(other_s=float(other), per_layer_s=float(per_layer))
 
 
-def predicted_point(by_layers: Mapping[int, LoadPoint], layers: int) -> LoadPoint:
-    """The `layers`-deep model's load point at the fingerprints' (common) concurrency."""
+def predicted_point(by_layers: Mapping[int, LoadPoint], layers: int, slo: SloSpec) -> LoadPoint:
+    """The `layers`-deep model's load point at the fingerprints' (common) concurrency.
+
+    What the MSRR rests on must resolve, or the estimate fails: a positive
+    per-layer cost in the time a request holds a slot (throughput) and a
+    positive value for every percentile the SLO limits. Another percentile
+    the fingerprints' noise drives to a non-positive value is left NaN,
+    unknown, rather than written as a latency.
+    """
     concurrencies = {point.concurrency for point in by_layers.values()}
     if len(concurrencies) != 1:
         raise EstimateError(f"fingerprint load points at different concurrencies {sorted(concurrencies)}")
@@ -86,20 +95,23 @@ def predicted_point(by_layers: Mapping[int, LoadPoint], layers: int) -> LoadPoin
         )
     latencies = {name: split_by_layers({n: getattr(p, name) for n, p in by_layers.items()}) for name in LATENCY_FIELDS}
     figures = {name: split.at(layers) for name, split in latencies.items()}
-    bad = [f"{name} {value:.4g} s" for name, value in figures.items() if not value > 0]
+    bad = [f"{name} {figures[name]:.4g} s" for name in _slo_limited(slo) if not figures[name] > 0]
     if bad:
         raise EstimateError(f"concurrency {concurrency}: predicted {', '.join(bad)}, not a latency")
+    figures = {name: value if value > 0 else math.nan for name, value in figures.items()}
     output_tokens = _output_tokens(next(iter(by_layers.values())))
     return _point(concurrency, figures, slot.at(layers), output_tokens)
 
 
-def predicted_curve(curves: Mapping[int, Sequence[LoadPoint]], layers: int) -> dict[int, LoadPoint]:
+def predicted_curve(curves: Mapping[int, Sequence[LoadPoint]], layers: int, slo: SloSpec) -> dict[int, LoadPoint]:
     """Predicted load points at every concurrency all fingerprints measured, by concurrency."""
     by_concurrency = [{point.concurrency: point for point in curve} for curve in curves.values()]
     common = sorted(set.intersection(*(set(points) for points in by_concurrency)))
     if not common:
         raise EstimateError("the fingerprints share no measured concurrency")
-    return {c: predicted_point({n: curves_c[c] for n, curves_c in zip(curves, by_concurrency)}, layers) for c in common}
+    return {
+        c: predicted_point({n: points[c] for n, points in zip(curves, by_concurrency)}, layers, slo) for c in common
+    }
 
 
 def interpolated_point(curve: Mapping[int, LoadPoint], concurrency: int) -> LoadPoint:
@@ -139,7 +151,7 @@ def estimate_outcome(trial: Trial, fingerprints: Mapping[int, TrialOutcome], lay
     note = f"{METHOD}, fitted per concurrency to fingerprint trials {names}, evaluated at {layers} layers"
     try:
         curves = _ladder_curves(fingerprints)
-        result = search_predicted(predicted_curve(curves, layers), trial)
+        result = search_predicted(predicted_curve(curves, layers, trial.slo), trial)
     except EstimateError as error:
         started = min((fp.row.started_at for fp in fingerprints.values()), default=utc_now())
         return failed_outcome(
@@ -171,6 +183,12 @@ def _ladder_curves(fingerprints: Mapping[int, TrialOutcome]) -> dict[int, list[L
         n: [LoadPoint(**point.model_dump(include=fields)) for point in fp.load_points]
         for n, fp in sorted(fingerprints.items())
     }
+
+
+def _slo_limited(slo: SloSpec) -> list[str]:
+    """The percentiles the SLO sets a limit on: the end-to-end P95 always, TTFT and TPOT P95 when given."""
+    limits = {"e2e_p95_s": slo.p95_e2e_s, "ttft_p95_s": slo.p95_ttft_s, "tpot_p95_s": slo.p95_tpot_s}
+    return [name for name, limit in limits.items() if limit is not None]
 
 
 def _slot_s(point: LoadPoint) -> float:
