@@ -2,10 +2,11 @@
 
 The full model is the embedded tiny Llama built `--layers` deep (8 by
 default: same width, heads, vocabulary and tokenizer as the 2-layer default).
-The configurations are those of a sweep spec (by default the one behind the
-shipped cost table: batch 8, standard, SISO/LISO/SILO/LILO, SLO 10 s), with
-its `embedded` model replaced by the deep one. Both routes run the sweep's own trial
-code in this process, one engine at a time:
+The configurations are those of a sweep spec (by default
+profiling_jobs/specs/fingerprint_cpu.yaml: batch 8, standard, LISO 1000/50
+and SILO 50/300, SLO 10 s), with its `embedded` model replaced by the deep
+one. Both routes run the sweep's own trial code in this process, one engine
+at a time:
 
 - full sweep: one engine per configuration, the spec's search per query type;
 - fingerprint route: the 1- and 2-layer fingerprints' engines per
@@ -39,7 +40,7 @@ from oasis_ray.profiling.trial_outcome import TrialOutcome
 from profiling_jobs.fingerprint import embedded_variant, estimate_all, fingerprinted
 from profiling_jobs.trial_runner import TrialRunner
 
-DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "profiling_jobs" / "specs" / "embedded_default.yaml"
+DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "profiling_jobs" / "specs" / "fingerprint_cpu.yaml"
 TARGET_COST_RATIO = 4.0
 TARGET_MSRR_ERROR = 0.10
 
