@@ -1,7 +1,7 @@
 """Estimate a sweep's cost table from fingerprints of its models instead of the models themselves (iServe §5).
 
     ray job submit --working-dir . -- python -m profiling_jobs.fingerprint \\
-        --spec profiling_jobs/specs/tiny_cpu.yaml --embedded-layers 8 --out /tmp/hct-tiny-cpu-8l
+        --spec profiling_jobs/specs/fingerprint_cpu.yaml --embedded-layers 8 --out /tmp/hct-fingerprint-cpu
 
 For each model of the spec (a local model directory; `embedded` with
 `--embedded-layers N` stands in the embedded model built N layers deep, for
