@@ -30,7 +30,7 @@ from oasis_ray.profiling.fingerprint import (
 from oasis_ray.profiling.fingerprint_estimate import METHOD, estimate_outcome, split_by_layers
 from oasis_ray.profiling.fingerprint_plan import FingerprintedModel, fingerprint_spec, pair_trials
 from oasis_ray.profiling.hct import load_hct, write_hct
-from oasis_ray.profiling.measurement import LoadPoint
+from oasis_ray.profiling.measurement import EngineIdlePower, LoadPoint
 from oasis_ray.profiling.msrr_search import search_msrr
 from oasis_ray.profiling.sweep_plan import Trial
 from oasis_ray.profiling.sweep_spec import SweepModel, SweepSpec, parse_spec
@@ -203,6 +203,7 @@ def _measured(trial: Trial, engine: LayeredEngine) -> TrialOutcome:
         result=search_msrr(engine, trial.slo, trial.search),
         clock=ClockLock(requested_mhz=None, locked=False, observed_sm_mhz=None, note=None),
         device=DeviceInfo(device_name=None, driver_version=None, power_note="CPU target: no power meter"),
+        engine_idle=EngineIdlePower(watts=math.nan, note="CPU target: no power meter"),
         engine_start_s=30.0,
         search_wall_s=5.0,
         started_at="2026-11-21T00:00:00+00:00",
@@ -269,14 +270,18 @@ def test_estimated_rows_are_marked_derived_and_name_their_fingerprint_trials(tmp
         assert f"{layers}L {fp.row.trial_id}" in row.provenance_note
     assert f"evaluated at {DEEP} layers" in row.provenance_note
     assert not row.power_available and math.isnan(row.mean_power_w) and row.power_note == ESTIMATED_POWER_NOTE
+    assert math.isnan(row.engine_idle_power_w) and row.engine_idle_power_note == ESTIMATED_POWER_NOTE
     assert row.load_points == sum(fp.row.load_points for fp in fingerprints.values())
     assert row.engine_start_s == 60.0 and row.search_wall_s == 10.0
-    assert estimated.load_points and all(p.measured_requests == 0 for p in estimated.load_points)
+    assert estimated.load_points and all(
+        (p.measured_requests, p.provenance, p.provenance_note) == (0, "derived", row.provenance_note)
+        for p in estimated.load_points
+    )
     assert all(fp.row.provenance == "measured" for fp in fingerprints.values())
 
     table = merge_outcomes(_spec(1.3), [estimated], SoftwareVersions(vllm="v", ray="r", oasis_ray="o", python="p"))
     back = load_hct(write_hct(table, tmp_path))
-    assert list(back.rows["provenance"]) == ["derived"]
+    assert list(back.rows["provenance"]) == ["derived"] and set(back.load_points["provenance"]) == {"derived"}
     assert back.rows["provenance_note"].iloc[0] == row.provenance_note
 
 

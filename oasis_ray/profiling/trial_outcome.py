@@ -145,6 +145,8 @@ def estimated_outcome(
         msrr_capped=capped,
         power_available=False,
         power_note=ESTIMATED_POWER_NOTE,
+        engine_idle_power_w=math.nan,
+        engine_idle_power_note=ESTIMATED_POWER_NOTE,
         provenance="derived",
         provenance_note=note,
         load_points=sum(row.load_points for row in basis),
@@ -154,7 +156,14 @@ def estimated_outcome(
         finished_at=utc_now(),
     )
     points = [
-        LoadPointRow(**point.model_dump(), trial_id=trial.trial_id, order=order, meets_slo=meets_slo(point, trial.slo))
+        LoadPointRow(
+            **point.model_dump(),
+            trial_id=trial.trial_id,
+            order=order,
+            meets_slo=meets_slo(point, trial.slo),
+            provenance="derived",
+            provenance_note=note,
+        )
         for order, point in enumerate(result.points)
     ]
     return TrialOutcome(row=row, load_points=points)
@@ -177,8 +186,8 @@ def failed_outcome(
     row = HctRow(
         **_identity(trial, run_id),
         **nan_figures,
-        provenance="measured",
-        provenance_note=None,
+        provenance=provenance,
+        provenance_note=provenance_note,
         engine_idle_power_note="trial failed",
         status="failed",
         error=error,
@@ -191,8 +200,6 @@ def failed_outcome(
         msrr_capped=False,
         power_available=False,
         power_note="trial failed",
-        provenance=provenance,
-        provenance_note=provenance_note,
         load_points=0,
         started_at=started_at,
         finished_at=utc_now(),

@@ -69,15 +69,14 @@ def test_probe_reads_a_rising_energy_counter() -> None:
     assert second.sm_clock_mhz is not None and second.sm_clock_mhz > 0
 
 
-@pytest.mark.usefixtures("nvml_reader")
-def test_engine_idle_sampling_gives_a_board_power_within_its_limit() -> None:
+def test_engine_idle_sampling_gives_a_board_power_within_its_limit(nvml_reader: NvmlReader) -> None:
     """What a GPU trial records as engine_idle_power_w, here with no engine: the idle board's power."""
     probe = open_gpu_probe(GPU_INDEX)
     try:
         idle = sample_engine_idle(probe, INTERVAL_S)
     finally:
         probe.close()
-    handle = pynvml.nvmlDeviceGetHandleByIndex(GPU_INDEX)
-    limit_w = pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000
+    limit_w = nvml_reader.power_limits(GPU_INDEX).enforced_w
+    assert limit_w is not None, "this GPU reports no enforced power limit"
     print(f"{probe.device_name}: {idle.watts:.1f} W over {INTERVAL_S} s (limit {limit_w:.0f} W)")
     assert idle.note is None and 0 < idle.watts < limit_w
