@@ -68,13 +68,13 @@ def run_route(spec: SweepSpec, run_id: str) -> RouteCost:
         started = time.perf_counter()
         runner = TrialRunner(config)
         try:
+            cost.start_s += runner.start_engine()
             for trial in trials:
                 cost.outcomes[trial.trial_id] = runner.run_trial(trial, run_id)
         finally:
             cost.alive_s += time.perf_counter() - started
             runner.shutdown()
         cost.engines += 1
-        cost.start_s += runner.engine_start_s
     cost.load_points = sum(o.row.load_points for o in cost.outcomes.values())
     return cost
 

@@ -1,7 +1,6 @@
 """Estimate a sweep's cost table from fingerprints of its models instead of the models themselves (iServe §5).
 
-    ray job submit --working-dir . -- python -m profiling_jobs.fingerprint \\
-        --spec profiling_jobs/specs/fingerprint_cpu.yaml --embedded-layers 8 --out /tmp/hct-fingerprint-cpu
+    oasis profile profiling_jobs/specs/fingerprint_cpu.yaml --fingerprint --embedded-layers 8 --out /tmp/hct-fp
 
 For each model of the spec (a local model directory; `embedded` with
 `--embedded-layers N` stands in the embedded model built N layers deep, for

@@ -43,6 +43,7 @@ from oasis_ray.profiling.trial_outcome import (
     measured_outcome,
     merge_outcomes,
 )
+from oasis_cli import profile as oasis_profile
 from profiling_jobs import fingerprint as fingerprint_job
 from profiling_jobs.sweep import EXIT_BAD_SPEC
 
@@ -346,3 +347,12 @@ def test_an_slo_percentile_the_fingerprints_cannot_resolve_fails_the_row() -> No
     failed = estimate_outcome(trial, _with_2l_points(fingerprints, e2e_p95_s=1e-4), DEEP, run_id="estimate").row
     assert failed.status == "failed"
     assert "concurrency 1: predicted e2e_p95_s" in (failed.error or "") and "not a latency" in (failed.error or "")
+
+
+def test_oasis_profile_runs_the_fingerprint_job_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = "profiling_jobs/specs/fingerprint_cpu.yaml"
+    assert oasis_profile._job(oasis_profile.parser().parse_args([spec])) == ("profiling_jobs.sweep", [])
+    fingerprint = oasis_profile.parser().parse_args([spec, "--fingerprint", "--embedded-layers", "8"])
+    assert oasis_profile._job(fingerprint) == ("profiling_jobs.fingerprint", ["--embedded-layers", "8"])
+    assert oasis_profile.main([spec, "--embedded-layers", "8"]) == 2
+    assert "--embedded-layers: only with --fingerprint" in capsys.readouterr().err

@@ -51,6 +51,7 @@ def test_a_one_layer_fingerprint_runs_a_ladder_on_dummy_weights(monkeypatch: pyt
 
     runner = TrialRunner(trial.engine_config)
     try:
+        runner.start_engine()
         outcome = runner.run_trial(trial, run_id="live")
     finally:
         runner.shutdown()
