@@ -1,5 +1,8 @@
 """`oasis profile SPEC`: run a profiling sweep where it belongs and say where the table is.
 
+With --fingerprint the job is profiling_jobs.fingerprint instead: the spec's
+rows estimated from fingerprints of its models, run the same way.
+
 With a Ray cluster running (the one `oasis serve` started, or the one named
 with --address or RAY_ADDRESS) the sweep is submitted as a Ray job: the
 checkout is its working_dir, and the entrypoint runs the head node's own
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import shlex
 import sys
@@ -37,6 +41,8 @@ examples:
   oasis profile profiling_jobs/specs/gpu_example.yaml --out /shared/hct/llama-3-8b --address 10.0.0.1:6379
   oasis profile my_sweep.yaml --address http://127.0.0.1:8265 --python /opt/venv/bin/python
       through the dashboard alone (e.g. a KubeRay head, port-forwarded)
+  oasis profile profiling_jobs/specs/fingerprint_cpu.yaml --fingerprint --embedded-layers 8 --out /tmp/hct-fp
+      the spec's rows estimated from 1- and 2-layer fingerprints of its models (profiling_jobs.fingerprint)
 
 Re-running the same command resumes: finished trials are skipped, failed ones retried.
 Exit status: 0 every trial measured; 1 some failed or the job did not succeed; 2 bad input."""
@@ -53,11 +59,27 @@ def parser() -> argparse.ArgumentParser:
                                            "local instance (default: RAY_ADDRESS, else the cluster running here)")
     parsing.add_argument("--python", help="the job's interpreter, with a dashboard URL address (default: python)")
     parsing.add_argument("--no-wait", action="store_true", help="submit the job and return its id")
+    parsing.add_argument("--fingerprint", action="store_true",
+                         help="profile 1- and 2-layer fingerprints of the spec's models and write estimated rows")
+    parsing.add_argument("--embedded-layers", type=int, metavar="N",
+                         help="with --fingerprint: the embedded model built N hidden layers deep stands in for it")
     return parsing
+
+
+def _job(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The job's module and its arguments beyond --spec and --out."""
+    if not args.fingerprint:
+        return "profiling_jobs.sweep", []
+    layers = [] if args.embedded_layers is None else ["--embedded-layers", str(args.embedded_layers)]
+    return "profiling_jobs.fingerprint", layers
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.embedded_layers is not None and not args.fingerprint:
+        print("error: --embedded-layers: only with --fingerprint", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    job = _job(args)
     try:
         spec = load_spec(args.spec)
         discovery = find_cluster(args.address)
@@ -69,11 +91,11 @@ def main(argv: list[str]) -> int:
         _say(note)
     if discovery.cluster is None:
         _say(f"running sweep '{spec.name}' here, on a local Ray instance that stops with it")
-        return _run_here(args.spec, out, LOCAL)
+        return _run_here(job, args.spec, out, LOCAL)
     use_cluster_token()
     cluster = discovery.cluster
     if cluster.is_dashboard_url:
-        return _submit(cluster.address, args.python or "python", args.spec, out, args.no_wait)
+        return _submit(job, cluster.address, args.python or "python", args.spec, out, args.no_wait)
     try:
         dashboard_url, python = _ask_cluster(cluster)
     except ConnectionError as error:
@@ -82,21 +104,20 @@ def main(argv: list[str]) -> int:
     if not dashboard_url:
         _say(f"the cluster at {cluster.describe()} has no dashboard, so it takes no jobs; running the sweep "
              "from here as a driver of that cluster (it stops if this command stops)")
-        return _run_here(args.spec, out, cluster.address)
+        return _run_here(job, args.spec, out, cluster.address)
     _say(f"submitting sweep '{spec.name}' to the cluster at {cluster.describe()} as a Ray job")
-    return _submit(dashboard_url, python, args.spec, out, args.no_wait)
+    return _submit(job, dashboard_url, python, args.spec, out, args.no_wait)
 
 
 def _say(text: str) -> None:
     print(f"[oasis] {text}", flush=True)
 
 
-def _run_here(spec: Path, out: Path, address: str) -> int:
-    """The sweep's own main, in this process; its `ray.init()` reads the address from RAY_ADDRESS."""
-    from profiling_jobs import sweep
-
+def _run_here(job: tuple[str, list[str]], spec: Path, out: Path, address: str) -> int:
+    """The job module's own main, in this process; its `ray.init()` reads the address from RAY_ADDRESS."""
+    module, extra = job
     os.environ["RAY_ADDRESS"] = address
-    status = sweep.main(["--spec", str(spec), "--out", str(out)])
+    status = importlib.import_module(module).main(["--spec", str(spec), "--out", str(out), *extra])
     _report_table(out)
     return status
 
@@ -120,15 +141,15 @@ def _ask_cluster(cluster: ClusterRef) -> tuple[str, str]:
         ray.shutdown()
 
 
-def _submit(dashboard_url: str, python: str, spec: Path, out: Path, no_wait: bool) -> int:
+def _submit(job: tuple[str, list[str]], dashboard_url: str, python: str, spec: Path, out: Path, no_wait: bool) -> int:
     from ray.job_submission import JobStatus
 
     if not dashboard_url.startswith(("http://", "https://")):
         dashboard_url = f"http://{dashboard_url}"
     client = job_client(dashboard_url)
     runtime_env = {"working_dir": str(PROJECT_ROOT)} if (PROJECT_ROOT / "pyproject.toml").exists() else {}
-    entrypoint = shlex.join([python, "-m", "profiling_jobs.sweep", "--spec", _job_path(spec, runtime_env),
-                             "--out", str(out)])
+    module, extra = job
+    entrypoint = shlex.join([python, "-m", module, "--spec", _job_path(spec, runtime_env), "--out", str(out), *extra])
     job_id = submit_when_agent_ready(client, entrypoint=entrypoint, runtime_env=runtime_env,
                                       submission_id=f"oasis-profile-{uuid.uuid4().hex[:8]}")
     _say(f"job {job_id}: {entrypoint}")

@@ -8,7 +8,10 @@ Ray Serve, vLLM and the router end to end. Real deployments name a Hugging Face
 model id or a local path instead.
 
 The build is deterministic (fixed seeds, fixed corpus) and cached outside git,
-keyed by a hash of its specification, so a second call returns at once.
+keyed by a hash of its specification, so a second call returns at once. Deeper
+variants (same width, heads and tokenizer, more hidden layers) are built the
+same way on request; they exist to check fingerprint profiling against a full
+profile of a model whose layers dominate its latency more than the default's.
 """
 
 from __future__ import annotations
@@ -56,8 +59,18 @@ _WORDS = (
 ).split()
 
 
-def spec_hash() -> str:
-    return hashlib.sha256(json.dumps(_MODEL_SPEC, sort_keys=True).encode()).hexdigest()[:12]
+DEFAULT_HIDDEN_LAYERS = _MODEL_SPEC["num_hidden_layers"]
+
+
+def model_spec(num_hidden_layers: int = DEFAULT_HIDDEN_LAYERS) -> dict[str, int]:
+    """The default's specification with `num_hidden_layers` hidden layers; the default itself is unchanged."""
+    if num_hidden_layers < 1:
+        raise ValueError(f"num_hidden_layers: {num_hidden_layers} must be at least 1")
+    return {**_MODEL_SPEC, "num_hidden_layers": num_hidden_layers}
+
+
+def spec_hash(num_hidden_layers: int = DEFAULT_HIDDEN_LAYERS) -> str:
+    return hashlib.sha256(json.dumps(model_spec(num_hidden_layers), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def default_cache_dir() -> Path:
@@ -68,8 +81,8 @@ def default_cache_dir() -> Path:
     return Path(root)
 
 
-def embedded_model_path(cache_dir: Path | None = None) -> Path:
-    return (cache_dir or default_cache_dir()) / f"{EMBEDDED_MODEL_ID}-{spec_hash()}"
+def embedded_model_path(cache_dir: Path | None = None, num_hidden_layers: int = DEFAULT_HIDDEN_LAYERS) -> Path:
+    return (cache_dir or default_cache_dir()) / f"{EMBEDDED_MODEL_ID}-{spec_hash(num_hidden_layers)}"
 
 
 def _synthetic_corpus(seed: int, lines: int = 4000) -> list[str]:
@@ -104,19 +117,19 @@ def _build_tokenizer(out_dir: Path) -> int:
     return len(fast)
 
 
-def _build_weights(out_dir: Path, vocab_size: int) -> None:
+def _build_weights(out_dir: Path, vocab_size: int, spec: dict[str, int]) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(_MODEL_SPEC["seed"])
+    torch.manual_seed(spec["seed"])
     config = LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=_MODEL_SPEC["hidden_size"],
-        intermediate_size=_MODEL_SPEC["intermediate_size"],
-        num_hidden_layers=_MODEL_SPEC["num_hidden_layers"],
-        num_attention_heads=_MODEL_SPEC["num_attention_heads"],
-        num_key_value_heads=_MODEL_SPEC["num_key_value_heads"],
-        max_position_embeddings=_MODEL_SPEC["max_position_embeddings"],
+        hidden_size=spec["hidden_size"],
+        intermediate_size=spec["intermediate_size"],
+        num_hidden_layers=spec["num_hidden_layers"],
+        num_attention_heads=spec["num_attention_heads"],
+        num_key_value_heads=spec["num_key_value_heads"],
+        max_position_embeddings=spec["max_position_embeddings"],
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=3,
@@ -125,22 +138,23 @@ def _build_weights(out_dir: Path, vocab_size: int) -> None:
     LlamaForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
 
 
-def build_embedded_model(cache_dir: Path | None = None) -> Path:
+def build_embedded_model(cache_dir: Path | None = None, num_hidden_layers: int = DEFAULT_HIDDEN_LAYERS) -> Path:
     """Build the model once and return its directory; later calls only return it.
 
     The build happens in a temporary sibling directory and is renamed into place
     at the end, so an interrupted build never leaves a half-written model behind.
     """
-    target = embedded_model_path(cache_dir)
+    spec = model_spec(num_hidden_layers)
+    target = embedded_model_path(cache_dir, num_hidden_layers)
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         vocab_size = _build_tokenizer(staging)
-        _build_weights(staging, vocab_size)
+        _build_weights(staging, vocab_size, spec)
         (staging / "OASIS_EMBEDDED_MODEL.json").write_text(
-            json.dumps({"id": EMBEDDED_MODEL_ID, "spec": _MODEL_SPEC, "note": "random weights; text is nonsense"})
+            json.dumps({"id": EMBEDDED_MODEL_ID, "spec": spec, "note": "random weights; text is nonsense"})
         )
         try:
             staging.rename(target)
@@ -155,8 +169,11 @@ def build_embedded_model(cache_dir: Path | None = None) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Build (once) the embedded tiny smoke-test model.")
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: OASIS_CACHE_DIR or ~/.cache/oasis-ray")
+    parser.add_argument(
+        "--layers", type=int, default=DEFAULT_HIDDEN_LAYERS, help=f"hidden layers (default {DEFAULT_HIDDEN_LAYERS})"
+    )
     args = parser.parse_args()
-    print(build_embedded_model(args.cache_dir))
+    print(build_embedded_model(args.cache_dir, args.layers))
 
 
 if __name__ == "__main__":

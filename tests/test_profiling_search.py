@@ -152,3 +152,20 @@ def test_every_configured_limit_must_hold(slo: SloSpec, expected: bool) -> None:
 
 def test_an_unmeasured_percentile_never_meets_a_limit() -> None:
     assert not meets_slo(point(1, rate=1.0, p95=0.1, tpot_p95=math.nan), SloSpec(p95_e2e_s=1.0, p95_tpot_s=1.0))
+
+
+def test_ladder_doubles_until_the_engine_saturates() -> None:
+    engine = BatchingEngine(batch=8, service_s=0.5)
+    result = run(engine, 30.0, mode="ladder", tolerance=0.1)
+    assert engine.measured == [1, 2, 4, 8, 16]
+    assert result.msrr_req_s == 16.0 and not result.capped
+
+
+def test_ladder_stops_at_the_first_miss_or_at_max_concurrency() -> None:
+    missing = ProportionalEngine()
+    run(missing, 0.5, mode="ladder")
+    assert missing.measured == [1, 2, 4, 8]
+    capped = ProportionalEngine()
+    result = run(capped, 100.0, mode="ladder", max_concurrency=12)
+    assert capped.measured == [1, 2, 4, 8, 12]
+    assert result.capped

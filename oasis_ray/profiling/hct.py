@@ -142,7 +142,7 @@ class HctRow(BaseModel):
         description="Board power with this trial's engine loaded and no requests; NaN where unknown."
     )
     engine_idle_power_note: str | None = Field(description="Why engine_idle_power_w is unknown.")
-    search_mode: Literal["bisection", "linear"]
+    search_mode: Literal["bisection", "linear", "ladder"]
     load_points: int = Field(description="Load points the search measured: the trial's profiling cost.")
     search_wall_s: float
     engine_start_s: float

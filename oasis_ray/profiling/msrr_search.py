@@ -17,6 +17,14 @@ bracket can hold.
 `linear`: concurrency step, 2*step, ... until the first miss, as the
 paper's ramp does; kept to measure what bisection saves.
 
+`ladder`: concurrency 1, 2, 4, ... until a level misses the SLO, reaches
+`max_concurrency`, or raises throughput by no more than `tolerance` over the
+best level so far (the engine is saturated). It measures a load curve rather
+than a boundary: fingerprint profiling (oasis_ray.profiling.fingerprint_estimate)
+runs it on shallow copies of a model, then searches the deeper model's
+predicted curve instead of an engine. A deeper model is slower at every
+concurrency, so its SLO boundary lies inside the shallow model's ladder.
+
 Pure: the engine is reached only through `measure(concurrency)`.
 """
 
@@ -61,6 +69,8 @@ def search_msrr(measure: Measure, slo: SloSpec, settings: SearchSettings) -> Sea
 
     if settings.mode == "linear":
         _ramp(passes, settings)
+    elif settings.mode == "ladder":
+        _ladder(passes, points, settings)
     else:
         _bracket_and_bisect(passes, points, slo, settings)
     passing = [p for p in points.values() if meets_slo(p, slo)]
@@ -73,6 +83,16 @@ def _ramp(passes: Callable[[int], bool], settings: SearchSettings) -> None:
     for concurrency in range(settings.linear_step, settings.max_concurrency + 1, settings.linear_step):
         if not passes(concurrency):
             return
+
+
+def _ladder(passes: Callable[[int], bool], points: dict[int, LoadPoint], settings: SearchSettings) -> None:
+    concurrency, best_rate = 1, 0.0
+    while passes(concurrency) and concurrency < settings.max_concurrency:
+        rate = points[concurrency].requests_per_s
+        if best_rate and rate <= (1 + settings.tolerance) * best_rate:
+            return
+        best_rate = max(best_rate, rate)
+        concurrency = min(2 * concurrency, settings.max_concurrency)
 
 
 def _bracket_and_bisect(

@@ -170,10 +170,14 @@ class LoadSettings(_Strict):
 class SearchSettings(_Strict):
     """How the MSRR is searched for; see oasis_ray.profiling.msrr_search for the tolerance rule."""
 
-    mode: Literal["bisection", "linear"] = Field(
-        "bisection", description="'linear' ramps concurrency step by step as the paper does, for comparison."
+    mode: Literal["bisection", "linear", "ladder"] = Field(
+        "bisection",
+        description="'linear' ramps concurrency step by step as the paper does, for comparison; "
+        "'ladder' doubles it until a miss or saturation, the load curve fingerprint profiling extrapolates.",
     )
-    tolerance: float = Field(0.05, gt=0, lt=1, description="Relative width of the final MSRR bracket.")
+    tolerance: float = Field(
+        0.05, gt=0, lt=1, description="Relative width of the final MSRR bracket; the ladder's saturation threshold."
+    )
     max_concurrency: PositiveInt = Field(256, description="Highest concurrency ever offered.")
     linear_step: PositiveInt = Field(1, description="Concurrency step of the linear ramp.")
 

@@ -2,13 +2,17 @@
 
 Both a measured and a crashed trial become an outcome, so a crash is as
 visible in the table as a result: the row keeps the trial's identity and
-NVML-free defaults, and carries the error text instead of figures.
+NVML-free defaults, and carries the error text instead of figures. A trial
+estimated rather than run (from fingerprints) becomes an outcome too, marked
+`provenance = derived`, with its predicted load points.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,6 +29,11 @@ from oasis_ray.profiling.measurement import EngineIdlePower
 from oasis_ray.profiling.msrr_search import SearchResult, meets_slo
 from oasis_ray.profiling.sweep_plan import Trial
 from oasis_ray.profiling.sweep_spec import GpuTarget, MigTarget, SweepSpec, spec_hash
+
+ESTIMATED_POWER_NOTE = (
+    "not estimated: fingerprints extrapolate latency only (iServe leaves power to further work, seed 003 §9)"
+)
+
 
 class TrialOutcome(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -115,7 +124,60 @@ def measured_outcome(
     return TrialOutcome(row=row, load_points=points)
 
 
-def failed_outcome(trial: Trial, *, run_id: str, error: str, started_at: str) -> TrialOutcome:
+def estimated_outcome(
+    trial: Trial, *, run_id: str, result: SearchResult, capped: bool, basis: Sequence[HctRow], note: str
+) -> TrialOutcome:
+    """The trial's row from a search over predicted load points, without running it.
+
+    Device, driver and clock are those of the measured trials in `basis`
+    (run on the same hardware), and so is the profiling cost: the load
+    points, search and engine-start seconds the estimate actually spent.
+    """
+    row = HctRow(
+        **_identity(trial, run_id),
+        **msrr_columns(result.best),
+        status="ok",
+        error=None,
+        device_name=basis[0].device_name,
+        driver_version=basis[0].driver_version,
+        clock_locked=all(row.clock_locked for row in basis),
+        clock_note=next((row.clock_note for row in basis if row.clock_note), None),
+        msrr_capped=capped,
+        power_available=False,
+        power_note=ESTIMATED_POWER_NOTE,
+        engine_idle_power_w=math.nan,
+        engine_idle_power_note=ESTIMATED_POWER_NOTE,
+        provenance="derived",
+        provenance_note=note,
+        load_points=sum(row.load_points for row in basis),
+        search_wall_s=sum(row.search_wall_s for row in basis),
+        engine_start_s=sum(row.engine_start_s for row in basis),
+        started_at=min(row.started_at for row in basis),
+        finished_at=utc_now(),
+    )
+    points = [
+        LoadPointRow(
+            **point.model_dump(),
+            trial_id=trial.trial_id,
+            order=order,
+            meets_slo=meets_slo(point, trial.slo),
+            provenance="derived",
+            provenance_note=note,
+        )
+        for order, point in enumerate(result.points)
+    ]
+    return TrialOutcome(row=row, load_points=points)
+
+
+def failed_outcome(
+    trial: Trial,
+    *,
+    run_id: str,
+    error: str,
+    started_at: str,
+    provenance: Literal["measured", "derived"] = "measured",
+    provenance_note: str | None = None,
+) -> TrialOutcome:
     nan_figures = {
         name: math.nan
         for name, field in HctRow.model_fields.items()
@@ -124,8 +186,8 @@ def failed_outcome(trial: Trial, *, run_id: str, error: str, started_at: str) ->
     row = HctRow(
         **_identity(trial, run_id),
         **nan_figures,
-        provenance="measured",
-        provenance_note=None,
+        provenance=provenance,
+        provenance_note=provenance_note,
         engine_idle_power_note="trial failed",
         status="failed",
         error=error,

@@ -7,7 +7,7 @@ None and named in `unsupported`, never 0 (a 0 W reading would silently poison
 every joules-per-token figure computed from it).
 
 It is also strictly read-only: it calls no NVML setter (clocks, power limits,
-MIG layout), because a monitoring library must not change the behaviour of
+MIG layout), though it reads them (`power_limits`), because a monitoring library must not change the behaviour of
 the machine it measures, nor need the privileges to do so.
 
 The pynvml module is the one seam: NvmlReader(nvml=fake) lets tests run the
@@ -82,6 +82,25 @@ class GpuSample(BaseModel):
     timestamp_s: float
     unsupported: tuple[str, ...] = ()
     mig_devices: tuple[MigSample, ...] = ()
+
+
+class PowerLimits(BaseModel):
+    """A GPU's power limits as NVML reports them, in watts; None (and named in `unsupported`) where not offered.
+
+    `limit_w` is the limit set now, `enforced_w` the one in force (the lowest
+    of every limit applied, e.g. by an out-of-band cap), `default_w` the
+    board's default, and `min_w`/`max_w` the range a limit may be set in.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int
+    limit_w: float | None
+    enforced_w: float | None
+    default_w: float | None
+    min_w: float | None
+    max_w: float | None
+    unsupported: tuple[str, ...] = ()
 
 
 class MigDevice(BaseModel):
@@ -190,6 +209,29 @@ class NvmlReader:
     def sample_all(self) -> list[GpuSample]:
         return [self.sample(index) for index in range(self.device_count())]
 
+    def power_limits(self, index: int) -> PowerLimits:
+        """Read only: what the limits are, for a caller that would change one to restore it exactly."""
+        nvml = self._nvml
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        missing: list[str] = []
+        optional = functools.partial(self._optional, missing=missing)
+        limit_mw = optional("limit_w", lambda: nvml.nvmlDeviceGetPowerManagementLimit(handle))
+        enforced_mw = optional("enforced_w", lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle))
+        default_mw = optional("default_w", lambda: nvml.nvmlDeviceGetPowerManagementDefaultLimit(handle))
+        constraints = optional("min_w", lambda: nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle))
+        if constraints is None:
+            missing.append("max_w")
+        low_mw, high_mw = constraints if constraints is not None else (None, None)
+        return PowerLimits(
+            index=index,
+            limit_w=_watts(limit_mw),
+            enforced_w=_watts(enforced_mw),
+            default_w=_watts(default_mw),
+            min_w=_watts(low_mw),
+            max_w=_watts(high_mw),
+            unsupported=tuple(missing),
+        )
+
     def mig_mode_enabled(self, index: int) -> bool | None:
         """None where the GPU has no MIG at all, so "off" and "impossible" stay distinct."""
         handle = self._nvml.nvmlDeviceGetHandleByIndex(index)
@@ -263,6 +305,10 @@ class NvmlReader:
         except self._unsupported:
             missing.append(field)
             return None
+
+
+def _watts(milliwatts: int | None) -> float | None:
+    return None if milliwatts is None else milliwatts / 1000.0
 
 
 def probe() -> str:
