@@ -16,7 +16,16 @@ from ray.serve.llm.ingress import make_fastapi_ingress
 
 from deployments.ingress import ENDPOINTS, OasisIngress, make_http_app
 from deployments.llm_routes import build_route_deployments
-from oasis_ray.config import EMBEDDED_SOURCE, INGRESS_DEPLOYMENT, ModelConfig, OasisAppConfig, check_against_model, parse_config
+from oasis_ray.config import (
+    EMBEDDED_SOURCE,
+    INGRESS_DEPLOYMENT,
+    ModelConfig,
+    OasisAppConfig,
+    RouteConfig,
+    check_against_model,
+    parse_config,
+)
+from oasis_ray.device_setting import DeviceSetting
 from oasis_ray.costs.source import CapacitySource
 from oasis_ray.embedded_model import build_embedded_model
 
@@ -34,10 +43,16 @@ def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
     slo = CapacitySource(config).slo_p95_e2e_s if policy_driven else None
     shape_apps = {
         route.key: build_route_deployments(route, sources[route.model], config.engine_env_vars, policy_driven,
-                                            config.telemetry)
+                                            config.telemetry, config.clock_control, start_settings(route))
         for route in config.routes
     }
     return build_ingress(config, sources, shape_apps, slo)
+
+
+def start_settings(route: RouteConfig) -> dict[str, DeviceSetting]:
+    """The GPU setting each shape's replicas take at start: the route's configured one, else the GPU's defaults."""
+    setting = route.gpu_setting or DeviceSetting()
+    return dict.fromkeys(route.shapes(), setting)
 
 
 def build_ingress(

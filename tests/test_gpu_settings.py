@@ -194,7 +194,7 @@ def test_the_holder_renews_with_the_routes_target_and_releases_on_stop() -> None
         return target[0]
 
     async def scenario() -> None:
-        holder = LeaseHolder("apply", request(), [client], current_target)
+        holder = LeaseHolder("apply", [(client, request())], current_target)
         await holder.start()
         assert fake.gpus[1].locked == (855, 855)
         target[0] = DeviceSetting(sm_clock_mhz=1410)
@@ -214,7 +214,7 @@ def test_off_does_nothing_and_says_nothing(caplog: pytest.LogCaptureFixture) -> 
     client = InProcessKeeper(SettingsKeeper(fake))
 
     async def scenario() -> None:
-        holder = LeaseHolder("off", None, [client])
+        holder = LeaseHolder("off", [])
         await holder.start()
         await holder.renew_once()
         await asyncio.wait_for(holder.run(asyncio.Event(), period_s=0.01), timeout=1)
@@ -224,6 +224,8 @@ def test_off_does_nothing_and_says_nothing(caplog: pytest.LogCaptureFixture) -> 
     with caplog.at_level(logging.DEBUG, logger="ray.serve"):
         asyncio.run(scenario())
     assert client.calls == 0 and fake.calls == []
+    with pytest.raises(ValueError, match="leases: "):
+        LeaseHolder("advisory", [])
     assert [r for r in caplog.records if r.name == "ray.serve"] == []
 
 
@@ -242,7 +244,7 @@ _SIGTERM_CHILD = textwrap.dedent("""
         {"locked": fake.gpus[0].locked, "power_mw": fake.gpus[0].power_limit_mw, "calls": fake.calls})))
     request = LeaseRequest(holder="r", app="oasis", route="m/r", shape="full-gpu", mode="apply",
                            setting=DeviceSetting(sm_clock_mhz=855, power_limit_w=250), visible_ids=("0",))
-    holder = LeaseHolder("apply", request, [InProcessKeeper(SettingsKeeper(fake))])
+    holder = LeaseHolder("apply", [(InProcessKeeper(SettingsKeeper(fake)), request)])
     asyncio.run(holder.start())
     install_exit_release(holder)
     print("held", fake.gpus[0].locked, flush=True)

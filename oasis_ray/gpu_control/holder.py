@@ -48,16 +48,16 @@ class KeeperClient(Protocol):
 
 
 class LeaseHolder:
-    def __init__(self, mode: ClockControl, request: LeaseRequest | None, keepers: list[KeeperClient],
+    def __init__(self, mode: ClockControl, leases: list[tuple[KeeperClient, LeaseRequest]],
                  target: TargetSource | None = None) -> None:
-        """`request` None with mode off; `keepers`: the keeper of each node the replica holds GPUs on."""
-        if mode != "off" and request is None:
-            raise ValueError("request: required unless clock_control is off")
+        """`leases`: one per node the replica holds GPUs on (its own node when it holds none); empty when off."""
+        if mode != "off" and not leases:
+            raise ValueError("leases: at least one keeper and request unless clock_control is off")
         self._mode = mode
-        self._request = request
-        self._keepers = keepers
+        self._leases = leases
         self._target = target
-        self._setting = request.setting if request else DeviceSetting()
+        self._base = leases[0][1].setting if leases else DeviceSetting()
+        self._setting = self._base
         self._released = False
         self.statuses: list[LeaseStatus] = []
 
@@ -69,8 +69,7 @@ class LeaseHolder:
         """Acquire on every keeper and log what each did (or, in advisory mode, would do)."""
         if not self.active:
             return
-        assert self._request is not None
-        self.statuses = [await keeper.acquire(self._request) for keeper in self._keepers]
+        self.statuses = [await keeper.acquire(request) for keeper, request in self._leases]
         for status in self.statuses:
             logger.info("oasis gpu-settings %s", status.line())
 
@@ -78,16 +77,15 @@ class LeaseHolder:
         """Renew with the current target; a keeper that lost the lease (restarted) gets it acquired anew."""
         if not self.active:
             return
-        assert self._request is not None
         wanted = (await self._target()) if self._target else None
-        setting = wanted or self._request.setting
+        setting = wanted or self._base
         changed = setting != self._setting
         self._setting = setting
         statuses = []
-        for keeper in self._keepers:
-            status = await keeper.renew(self._request.holder, setting)
+        for keeper, request in self._leases:
+            status = await keeper.renew(request.holder, setting)
             if status is None:
-                status = await keeper.acquire(self._request.model_copy(update={"setting": setting}))
+                status = await keeper.acquire(request.model_copy(update={"setting": setting}))
                 changed = True
             statuses.append(status)
         self.statuses = statuses
@@ -112,19 +110,17 @@ class LeaseHolder:
         if not self.active:
             return
         self._released = True
-        assert self._request is not None
-        for keeper in self._keepers:
-            await keeper.release(self._request.holder)
+        for keeper, request in self._leases:
+            await keeper.release(request.holder)
 
     def release_at_exit(self) -> None:
         """The atexit path: no event loop to await on, so each keeper is told synchronously."""
         if not self.active:
             return
         self._released = True
-        assert self._request is not None
-        for keeper in self._keepers:
+        for keeper, request in self._leases:
             try:
-                keeper.release_blocking(self._request.holder)
+                keeper.release_blocking(request.holder)
             except Exception:
                 logger.warning("oasis gpu-settings: release at exit failed; the keeper restores after its TTL",
                                exc_info=True)

@@ -85,15 +85,18 @@ class LeaseStatus(BaseModel):
     setting: DeviceSetting
     devices: tuple[DeviceState, ...]
 
-    def line(self) -> str:
-        """One logfmt-ish line per GPU: what is (or would be) set, where, and why not."""
+    def lines(self) -> list[str]:
+        """One line per GPU: what is (or would be) set, where, and why not."""
         head = f"route={self.route} shape={self.shape} replica={self.holder[:12]} mode={self.mode}"
         verb = "would set" if self.mode == "advisory" else "set"
-        return "; ".join(
+        return [
             f"{head} {verb} {self.setting.describe()} on {device.gpu or 'no GPU'}: {device.state}"
             + (f" ({device.note})" if device.note else "")
             for device in self.devices
-        )
+        ]
+
+    def line(self) -> str:
+        return "; ".join(self.lines())
 
 
 @dataclass
