@@ -267,3 +267,20 @@ def test_sigterm_releases_through_the_exit_hook(tmp_path: Path) -> None:
     outcome = json.loads(report.read_text())
     assert outcome["locked"] is None and outcome["power_mw"] == DEFAULT_POWER_LIMIT_MW
     assert [call[0] for call in outcome["calls"]] == ["lock", "power", "reset", "power"]
+
+
+def test_a_replica_under_clock_control_off_takes_no_lease_and_logs_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from deployments import gpu_settings
+
+    def must_not_run(self: object) -> None:
+        raise AssertionError("clock_control off must not look for GPUs or keepers")
+
+    monkeypatch.setattr(gpu_settings.GpuSettingsCallback, "_leases", must_not_run)
+    settings = {"mode": "off", "route": "m/r", "shape": "full-gpu", "setting": {"sm_clock_mhz": 855},
+                "follows_targets": True}
+    callback = gpu_settings.GpuSettingsCallback(llm_config=None, settings=settings)
+    with caplog.at_level(logging.DEBUG, logger="ray.serve"):
+        asyncio.run(callback.on_before_node_init())
+    assert gpu_settings._HOLDERS == [] and [r for r in caplog.records if r.name == "ray.serve"] == []
