@@ -26,6 +26,18 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOW = DeviceSetting(sm_clock_mhz=855, power_limit_w=250)
 
 
+@pytest.fixture
+def serve_log(caplog: pytest.LogCaptureFixture):
+    """Records of the "ray.serve" logger, which Ray stops from propagating once Serve is imported."""
+    logger = logging.getLogger("ray.serve")
+    logger.addHandler(caplog.handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -109,32 +121,30 @@ def test_a_new_target_moves_the_gpu_and_the_original_limit_is_what_is_restored()
     assert fake.gpus[1].locked is None and fake.gpus[1].power_limit_mw == DEFAULT_POWER_LIMIT_MW
 
 
-def test_advisory_changes_nothing_and_says_what_it_would_set_where(caplog: pytest.LogCaptureFixture) -> None:
+def test_advisory_changes_nothing_and_says_what_it_would_set_where(serve_log: pytest.LogCaptureFixture) -> None:
     fake = two_gpus()
     keeper = SettingsKeeper(fake)
-    with caplog.at_level(logging.INFO, logger="ray.serve"):
-        status = keeper.acquire(request(mode="advisory"))
-        keeper.renew("replica-a", DeviceSetting(sm_clock_mhz=1410))
-        keeper.release("replica-a")
+    status = keeper.acquire(request(mode="advisory"))
+    keeper.renew("replica-a", DeviceSetting(sm_clock_mhz=1410))
+    keeper.release("replica-a")
     assert fake.calls == []
     assert fake.gpus[1].locked is None and fake.gpus[1].power_limit_mw == DEFAULT_POWER_LIMIT_MW
     assert status.devices[0].state == "advisory"
     line = status.line()
     assert "would set sm_clock_mhz=855 power_limit_w=250 on GPU 1 (NVIDIA H100 80GB HBM3, GPU-1)" in line, line
-    assert any("would set sm_clock_mhz=1410" in r.getMessage() for r in caplog.records)
+    assert any("would set sm_clock_mhz=1410" in r.getMessage() for r in serve_log.records)
 
 
 def test_without_permission_it_says_so_once_names_the_gpu_and_sets_what_it_may(
-    caplog: pytest.LogCaptureFixture,
+    serve_log: pytest.LogCaptureFixture,
 ) -> None:
     fake = FakeNvmlForUnitTests([FakeGpu("GPU-0", errors={"nvmlDeviceSetGpuLockedClocks": pynvml.NVMLError_NoPermission()})])
     keeper = SettingsKeeper(fake)
-    with caplog.at_level(logging.WARNING, logger="ray.serve"):
-        status = keeper.acquire(request(visible=("0",)))
-        keeper.renew("replica-a", DeviceSetting(sm_clock_mhz=900, power_limit_w=250))
-        keeper.release("replica-a")
-        keeper.acquire(request(holder="replica-b", visible=("0",)))
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    status = keeper.acquire(request(visible=("0",)))
+    keeper.renew("replica-a", DeviceSetting(sm_clock_mhz=900, power_limit_w=250))
+    keeper.release("replica-a")
+    keeper.acquire(request(holder="replica-b", visible=("0",)))
+    warnings = [r.getMessage() for r in serve_log.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
     assert "sm_clock_mhz=855 on GPU 0 (NVIDIA H100 80GB HBM3, GPU-0)" in warnings[0]
     assert "Insufficient Permissions" in warnings[0]
@@ -209,24 +219,20 @@ def test_the_holder_renews_with_the_routes_target_and_releases_on_stop() -> None
     asyncio.run(scenario())
 
 
-def test_off_does_nothing_and_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    fake = two_gpus()
-    client = InProcessKeeper(SettingsKeeper(fake))
-
+def test_off_does_nothing_and_says_nothing(serve_log: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         holder = LeaseHolder("off", [])
+        assert not holder.active
         await holder.start()
         await holder.renew_once()
         await asyncio.wait_for(holder.run(asyncio.Event(), period_s=0.01), timeout=1)
         await holder.release()
         holder.release_at_exit()
 
-    with caplog.at_level(logging.DEBUG, logger="ray.serve"):
-        asyncio.run(scenario())
-    assert client.calls == 0 and fake.calls == []
+    asyncio.run(scenario())
+    assert serve_log.records == []
     with pytest.raises(ValueError, match="leases: "):
         LeaseHolder("advisory", [])
-    assert [r for r in caplog.records if r.name == "ray.serve"] == []
 
 
 _SIGTERM_CHILD = textwrap.dedent("""
@@ -270,7 +276,7 @@ def test_sigterm_releases_through_the_exit_hook(tmp_path: Path) -> None:
 
 
 def test_a_replica_under_clock_control_off_takes_no_lease_and_logs_nothing(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, serve_log: pytest.LogCaptureFixture
 ) -> None:
     from deployments import gpu_settings
 
@@ -281,6 +287,5 @@ def test_a_replica_under_clock_control_off_takes_no_lease_and_logs_nothing(
     settings = {"mode": "off", "route": "m/r", "shape": "full-gpu", "setting": {"sm_clock_mhz": 855},
                 "follows_targets": True}
     callback = gpu_settings.GpuSettingsCallback(llm_config=None, settings=settings)
-    with caplog.at_level(logging.DEBUG, logger="ray.serve"):
-        asyncio.run(callback.on_before_node_init())
-    assert gpu_settings._HOLDERS == [] and [r for r in caplog.records if r.name == "ray.serve"] == []
+    asyncio.run(callback.on_before_node_init())
+    assert gpu_settings._HOLDERS == [] and serve_log.records == []
