@@ -5,7 +5,8 @@ gauges, energy intervals for per-request attribution, the status view's GPU
 lines), new decisions from the app's decision board (the scaling metric and
 the status view's last decisions), and the running replicas per route and
 shape (the replicas gauge); every few seconds, the GPU-settings leases the
-node keepers hold for this app's replicas (the status view's GPU settings). A reader that fails is logged and retried next
+node keepers hold for this app's replicas (the status view's GPU settings).
+A reader that fails is logged and retried next
 period; a sampler that cannot be read counts as a lost interval, so requests
 served meanwhile settle as unmeasured instead of waiting forever.
 """

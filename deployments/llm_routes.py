@@ -74,7 +74,8 @@ def shape_llm_config(
         },
         "runtime_env": {"env_vars": dict(env_vars)} if env_vars else None,
         "log_engine_metrics": False,
-        "callback_config": {"callback_class": GpuSettingsCallback, "callback_kwargs": {"settings": settings.model_dump(mode="json")}},
+        "callback_config": {"callback_class": GpuSettingsCallback,
+                            "callback_kwargs": {"settings": settings.model_dump(mode="json")}},
     }
     if resources.accelerator == "cpu":
         llm["accelerator_config"] = {"kind": "cpu"}

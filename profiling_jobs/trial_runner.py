@@ -181,5 +181,6 @@ def _assigned_gpu_indices(count: int) -> tuple[int, ...]:
 
     ids = ray.get_gpu_ids()
     if len(ids) != count:
-        raise RuntimeError(f"a GPU trial of tensor-parallel degree {count} must hold {count} GPU(s), Ray assigned {ids}")
+        raise RuntimeError(f"a GPU trial of tensor-parallel degree {count} must hold {count} GPU(s), "
+                           f"Ray assigned {ids}")
     return tuple(int(gpu) for gpu in ids)

@@ -86,8 +86,10 @@ def _levers_table(tmp_path):
 
     # The slow types stand for the route's long ones: the route serves all four types of its model.
     return write_table(tmp_path, [
-        *(row(qt, 4.574, 1320, 239.4) for qt in ("SISO", "SILO")), *(row(qt, 4.234, 855, 145.2) for qt in ("SISO", "SILO")),
-        *(row(qt, 2.0, 1320, 239.4) for qt in ("LISO", "LILO")), *(row(qt, 1.8, 855, 145.2) for qt in ("LISO", "LILO")),
+        *(row(qt, 4.574, 1320, 239.4) for qt in ("SISO", "SILO")),
+        *(row(qt, 4.234, 855, 145.2) for qt in ("SISO", "SILO")),
+        *(row(qt, 2.0, 1320, 239.4) for qt in ("LISO", "LILO")),
+        *(row(qt, 1.8, 855, 145.2) for qt in ("LISO", "LILO")),
         *(row(qt, 8.0, 1320, 470.0, tp=2) for qt in ("SISO", "SILO")),
         *(row(qt, 3.9, 1320, 470.0, tp=2) for qt in ("LISO", "LILO")),
     ])

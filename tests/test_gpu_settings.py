@@ -1,4 +1,5 @@
-"""Run-time GPU settings through a fake pynvml: applied at start, restored on every exit path, advisory touches nothing."""
+"""Run-time GPU settings through a fake pynvml: applied at start, restored on every exit path, advisory changes
+nothing, off does nothing."""
 
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def test_applied_at_acquire_and_restored_on_release() -> None:
     assert [d.state for d in status.devices] == ["set"] and "GPU 1" in (status.devices[0].gpu or "")
     assert keeper.release("replica-a")
     assert fake.gpus[1].locked is None and fake.gpus[1].power_limit_mw == DEFAULT_POWER_LIMIT_MW
-    assert fake.calls == [("lock", 1, 855, 855), ("power", 1, 250_000), ("reset", 1), ("power", 1, DEFAULT_POWER_LIMIT_MW)]
+    assert fake.calls == [("lock", 1, 855, 855), ("power", 1, 250_000),
+                          ("reset", 1), ("power", 1, DEFAULT_POWER_LIMIT_MW)]
     assert not keeper.release("replica-a"), "a second release has nothing left to restore"
     assert not fake.initialised
 
@@ -138,7 +140,8 @@ def test_advisory_changes_nothing_and_says_what_it_would_set_where(serve_log: py
 def test_without_permission_it_says_so_once_names_the_gpu_and_sets_what_it_may(
     serve_log: pytest.LogCaptureFixture,
 ) -> None:
-    fake = FakeNvmlForUnitTests([FakeGpu("GPU-0", errors={"nvmlDeviceSetGpuLockedClocks": pynvml.NVMLError_NoPermission()})])
+    refusing = FakeGpu("GPU-0", errors={"nvmlDeviceSetGpuLockedClocks": pynvml.NVMLError_NoPermission()})
+    fake = FakeNvmlForUnitTests([refusing])
     keeper = SettingsKeeper(fake)
     status = keeper.acquire(request(visible=("0",)))
     keeper.renew("replica-a", DeviceSetting(sm_clock_mhz=900, power_limit_w=250))

@@ -45,5 +45,6 @@ def test_advisory_setting_is_reported_by_the_replica_and_the_status_view(oasis_a
     assert f"route={ROUTE} shape=cpu" in text and SHOULD_SAY in text, text
     assert "route=oasis-tiny-llama/long-output shape=cpu" in text and "would set default clocks and power limit" in text
 
-    logs = "".join(open(path).read() for path in glob.glob("/tmp/ray/session_latest/logs/serve/replica_*short-output*.log"))
+    replica_logs = glob.glob("/tmp/ray/session_latest/logs/serve/replica_*short-output*.log")
+    logs = "".join(open(path).read() for path in replica_logs)
     assert f"oasis gpu-settings route={ROUTE} shape=cpu" in logs and SHOULD_SAY in logs

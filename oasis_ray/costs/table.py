@@ -166,7 +166,8 @@ class CostTable:
             candidates, rows = mixed
             chosen = choose_configuration(candidates, selection)
             if chosen is not None:
-                choices.append({qt: self._choice(groups[qt], int(at[chosen]), shape, hardware) for qt, at in rows.items()})
+                choices.append({qt: self._choice(groups[qt], int(at[chosen]), shape, hardware)
+                                for qt, at in rows.items()})
         return choices
 
     def setting_levels(

@@ -1,1 +1,1 @@
-"""GPU settings at serving time: which GPU a replica runs on, setting its clock and power limit, leases that restore them."""
+"""GPU settings at serving time: a replica's GPU, its clock and power limit, and the leases that restore them."""

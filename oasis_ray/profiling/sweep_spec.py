@@ -81,7 +81,7 @@ class CpuTarget(_Strict):
 
 
 class GpuTarget(_Strict):
-    """Whole GPUs of `accelerator_type` when given (Ray's names: A100, H100, L4, ...): one, or N for tensor parallelism."""
+    """Whole GPUs of `accelerator_type` when given (Ray's names: A100, H100, L4, ...): one, or N tensor parallel."""
 
     kind: Literal["gpu"]
     accelerator_type: str | None = None

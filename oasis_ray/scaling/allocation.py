@@ -98,10 +98,11 @@ def cheapest_level(need_rps: float, option: ShapeOption, limits: RouteLimits) ->
     covering = [(level, replicas) for level, replicas in sized if replicas * level.msrr_rps >= need_rps]
     if not covering:
         fastest = option.fastest_level
-        return fastest, limits.max_replicas, f"no setting covers the need, so the fastest ({fastest.setting.describe()})"
+        why = f"no setting covers the need, so the fastest ({fastest.setting.describe()})"
+        return fastest, limits.max_replicas, why
     if any(level.power_w is None for level, _ in covering):
         level, replicas = max(covering, key=lambda pair: (pair[0].msrr_rps, -pair[1]))
-        return level, replicas, f"at {level.setting.describe()}, the fastest (power unknown, so watts cannot be compared)"
+        return level, replicas, f"at {level.setting.describe()}, the fastest (power unknown: watts not comparable)"
     level, replicas = min(covering, key=lambda pair: (pair[1] * (pair[0].power_w or 0.0), pair[1], -pair[0].msrr_rps))
     watts = ", ".join(f"{r} x {lv.power_w:.4g} W at {lv.setting.describe()}" for lv, r in covering)
     return level, replicas, f"at {level.setting.describe()}, the fewest watts of {watts}"

@@ -88,6 +88,7 @@ class ScalingRecord(BaseModel):
             ("after", _render_replicas(self.replicas_after)),
         ]
         if self.setting_after is not None:
-            fields += [("clock_mhz", self.setting_after.sm_clock_mhz), ("power_limit_w", self.setting_after.power_limit_w)]
+            setting = self.setting_after
+            fields += [("clock_mhz", setting.sm_clock_mhz), ("power_limit_w", setting.power_limit_w)]
         fields.append(("reason", self.reason))
         return " ".join(f"{key}={_render_value(value)}" for key, value in fields)
