@@ -37,14 +37,16 @@ from oasis_ray.gpu_control.keeper import LeaseRequest
 
 logger = logging.getLogger("ray.serve")
 
-# The holders of this process (one replica per process); the server's destructor releases them. Kept here,
-# not on the callback: Ray Serve LLM pickles the LLMConfig, and the callback with it, after the callback ran.
+# The holders of this process (one replica per process), which the server's destructor releases, and their
+# renewal tasks (held so they are not collected). Kept here, not on the callback: Ray Serve LLM pickles the
+# LLMConfig, and the callback with it, after the callback ran.
 _HOLDERS: list[LeaseHolder] = []
 _RENEWALS: list[asyncio.Task] = []
 
 
 class ReplicaSettings(BaseModel):
-    """What a shape's replicas are told at build time."""
+    """What a shape's replicas are told at build time; only the whole-unit shape follows the autoscaler's target
+    (`follows_targets`), since a MIG slice never changes its parent's setting."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,6 +77,8 @@ async def _gpus_by_node(placement_group: Any) -> dict[str, list[str]]:
 
 
 class GpuSettingsCallback(CallbackBase):
+    """Ray Serve LLM's start hook, so the lease is taken before the engine starts and no request runs unset."""
+
     def __init__(self, llm_config: Any, raise_error_on_callback: bool = True,
                  ctx_kwargs: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
                  **kwargs: Any) -> None:
