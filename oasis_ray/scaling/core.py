@@ -29,7 +29,8 @@ on every tick until they did. The rules, in order:
 - otherwise hold: the need sits in the hysteresis band.
 Both cooldowns count from the last change in either direction, so a scale-up
 also postpones the next scale-down; this is what stops a bursty rate from
-flapping.
+flapping. Under-provision therefore lasts at most `upscale_cooldown_s`, or
+for good at max_replicas, which the record says.
 
 GPU settings (clock, power limit), where the full-GPU option offers levels
 (oasis_ray.scaling.allocation sizes at the cheapest one): a plan that differs
@@ -40,8 +41,7 @@ a scale-down. The setting the replicas are told (`RouteTarget.setting`) is
 the plan's, except while the plan is short of the need (a scale-up waiting
 for its cooldown or its replicas to start, or capped at max_replicas): then
 the fastest level, so a rise is met by the clock first and by new replicas
-when they are up. Under-provision therefore lasts at most `upscale_cooldown_s`, or
-for good at max_replicas, which the record says.
+when they are up.
 
 Make before break: when the plan moves to another shape (a MIG slice to a full
 GPU, or back), the core keeps the old shape's replicas targeted until the
