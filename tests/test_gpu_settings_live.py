@@ -3,7 +3,6 @@ view say what it would set and on which GPU, and why it cannot here (no GPU)."""
 
 from __future__ import annotations
 
-import glob
 import time
 
 import httpx
@@ -32,7 +31,7 @@ def _lease_of_the_route(deadline_s: float = 60.0) -> LeaseStatus | None:
     return None
 
 
-def test_advisory_setting_is_reported_by_the_replica_and_the_status_view(oasis_app: str) -> None:
+def test_advisory_setting_is_reported_by_the_replica_and_the_status_view(oasis_app: str, ray_cluster) -> None:
     lease = _lease_of_the_route()
     assert lease is not None, "no GPU-settings lease of the short route reached the status view"
     assert (lease.mode, lease.shape, lease.setting) == ("advisory", "cpu", WANTED)
@@ -45,6 +44,6 @@ def test_advisory_setting_is_reported_by_the_replica_and_the_status_view(oasis_a
     assert f"route={ROUTE} shape=cpu" in text and SHOULD_SAY in text, text
     assert "route=oasis-tiny-llama/long-output shape=cpu" in text and "would set default clocks and power limit" in text
 
-    replica_logs = glob.glob("/tmp/ray/session_latest/logs/serve/replica_*short-output*.log")
-    logs = "".join(open(path).read() for path in replica_logs)
+    serve_logs = ray_cluster.temp_dir / "session_latest" / "logs" / "serve"
+    logs = "".join(path.read_text() for path in serve_logs.glob("replica_*short-output*.log"))
     assert f"oasis gpu-settings route={ROUTE} shape=cpu" in logs and SHOULD_SAY in logs

@@ -208,22 +208,16 @@ def test_spec_hash_ignores_key_order_but_not_values() -> None:
     assert spec_hash(parse_spec(raw)) != spec_hash(parse_spec(raw_spec(slo={"p95_e2e_s": 2.5})))
 
 
-def _resources(hardware: CpuTarget | GpuTarget | MigTarget, tensor_parallel_size: int = 1) -> dict[str, object]:
-    spec = parse_spec(raw_spec(hardware=[hardware.model_dump()]))
-    (config, _), *_ = group_by_engine(expand_trials(spec))
-    return trial_resources(config.model_copy(update={"tensor_parallel_size": tensor_parallel_size}))
-
-
 def test_each_trial_asks_ray_for_exactly_its_device() -> None:
-    assert _resources(CpuTarget(kind="cpu", num_cpus=0.5)) == {"num_cpus": 0.5, "num_gpus": 0}
-    assert _resources(GpuTarget(kind="gpu", accelerator_type="A100")) == {
+    assert trial_resources(CpuTarget(kind="cpu", num_cpus=0.5)) == {"num_cpus": 0.5, "num_gpus": 0}
+    assert trial_resources(GpuTarget(kind="gpu", accelerator_type="A100")) == {
         "num_cpus": 1.0,
         "num_gpus": 1,
         "accelerator_type": "A100",
     }
-    assert _resources(GpuTarget(kind="gpu")) == {"num_cpus": 1.0, "num_gpus": 1}
-    assert _resources(GpuTarget(kind="gpu"), tensor_parallel_size=4) == {"num_cpus": 1.0, "num_gpus": 4}
-    assert _resources(MigTarget(kind="mig", mig_profile="3g.40gb", num_cpus=2)) == {
+    assert trial_resources(GpuTarget(kind="gpu")) == {"num_cpus": 1.0, "num_gpus": 1}
+    assert trial_resources(GpuTarget(kind="gpu"), tensor_parallel_size=4) == {"num_cpus": 1.0, "num_gpus": 4}
+    assert trial_resources(MigTarget(kind="mig", mig_profile="3g.40gb", num_cpus=2)) == {
         "num_cpus": 2,
         "num_gpus": 1,
         "resources": {"MIG-3g.40gb": 1},

@@ -163,7 +163,7 @@ def group_by_engine(trials: list[Trial]) -> list[tuple[EngineConfig, list[Trial]
     return list(groups.values())
 
 
-def trial_resources(config: EngineConfig) -> dict[str, Any]:
+def trial_resources(hardware: HardwareTarget, tensor_parallel_size: int = 1) -> dict[str, Any]:
     """Ray actor options asking for exactly the devices the trial profiles, and nothing else.
 
     A trial holds its devices for its whole engine lifetime, so two trials
@@ -171,9 +171,8 @@ def trial_resources(config: EngineConfig) -> dict[str, Any]:
     each other; on CPU, Ray packs trials by `num_cpus`. A tensor-parallel
     trial holds its N GPUs in one actor, so they are on one node.
     """
-    hardware = config.hardware
     if isinstance(hardware, GpuTarget):
-        options: dict[str, Any] = {"num_cpus": hardware.num_cpus, "num_gpus": config.tensor_parallel_size}
+        options: dict[str, Any] = {"num_cpus": hardware.num_cpus, "num_gpus": tensor_parallel_size}
         if hardware.accelerator_type:
             options["accelerator_type"] = hardware.accelerator_type
         return options
