@@ -24,7 +24,10 @@ the core is built to start from none (it takes the running replicas as the plan)
 
 Each change is also posted to the app's decision board (autoscaling/decision_board.py),
 from which the ingress exports it as the oasis.scaling.decisions metric and
-shows it in the status view.
+shows it in the status view. Where a route's full-GPU shape offers GPU-setting
+levels (clock_control apply), the GPU setting the core chose is published on
+the board too whenever it changes; the route's whole-GPU replicas read it when
+they renew their lease, and their node's keeper applies it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ray.serve.config import AutoscalingContext
 from autoscaling.decision_board import open_board
 from oasis_ray.config import INGRESS_DEPLOYMENT, parse_config
 from oasis_ray.costs.source import CapacitySource
+from oasis_ray.device_setting import DeviceSetting
 from oasis_ray.scaling.record import ScalingRecord
 from oasis_ray.scaling.state import ScalingState
 from oasis_ray.scaling.traffic import TrafficReport, decide_on_report
@@ -57,6 +61,7 @@ class OasisAutoscalingPolicy:
             route.deployment_name(shape): (route.key, shape) for route in config.routes for shape in route.shapes()
         }
         self._board: Any = None
+        self._published: dict[str, DeviceSetting] = {}
 
     def __call__(
         self, contexts: dict[DeploymentID, AutoscalingContext]
@@ -77,8 +82,12 @@ class OasisAutoscalingPolicy:
         changes = decision.changes()
         for record in changes:
             logger.info("oasis scaling %s", record.log_line())
+        app_name = ingress_id.app_name if ingress_id else next(iter(contexts)).app_name
         if changes:
-            self._post(ingress_id.app_name if ingress_id else next(iter(contexts)).app_name, changes)
+            self._post(app_name, changes)
+        settings = decision.settings()
+        if settings and settings != {route: self._published.get(route) for route in settings}:
+            self._publish_settings(app_name, settings)
         targets = decision.targets()
         replicas = {
             deployment_id: targets[key][shape]
@@ -98,6 +107,18 @@ class OasisAutoscalingPolicy:
         except Exception:
             self._board = None
             logger.warning("oasis scaling: could not post decisions to the board", exc_info=True)
+
+    def _publish_settings(self, app_name: str, settings: dict[str, DeviceSetting]) -> None:
+        """Fire and forget like _post; remembered only once sent, so a failed send is retried next tick."""
+        try:
+            if self._board is None:
+                self._board = open_board(app_name)
+            self._board.publish_settings.remote(settings)
+        except Exception:
+            self._board = None
+            logger.warning("oasis scaling: could not publish GPU settings to the board", exc_info=True)
+            return
+        self._published.update(settings)
 
 
 def _policy_state(ingress_id: DeploymentID | None, state: ScalingState) -> dict[DeploymentID, dict[str, Any]]:

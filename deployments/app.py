@@ -16,7 +16,17 @@ from ray.serve.llm.ingress import make_fastapi_ingress
 
 from deployments.ingress import ENDPOINTS, OasisIngress, make_http_app
 from deployments.llm_routes import build_route_deployments
-from oasis_ray.config import EMBEDDED_SOURCE, INGRESS_DEPLOYMENT, ModelConfig, OasisAppConfig, check_against_model, parse_config
+from oasis_ray.config import (
+    EMBEDDED_SOURCE,
+    INGRESS_DEPLOYMENT,
+    ModelConfig,
+    OasisAppConfig,
+    RouteConfig,
+    check_against_model,
+    parse_config,
+)
+from oasis_ray.device_setting import DeviceSetting
+from oasis_ray.scaling.shapes import FULL_GPU, RouteCapacity
 from oasis_ray.costs.source import CapacitySource
 from oasis_ray.embedded_model import build_embedded_model
 
@@ -31,13 +41,29 @@ def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
     check_against_model(config, {mid: Path(src) for mid, src in sources.items() if Path(src).is_dir()})
     policy_driven = config.autoscaling is not None
     # Refuses, naming the route, a table that cannot size every route; the ingress gets the table's SLO.
-    slo = CapacitySource(config).slo_p95_e2e_s if policy_driven else None
+    capacity = CapacitySource(config) if policy_driven else None
+    slo = capacity.slo_p95_e2e_s if capacity else None
+    table_settings = _table_settings(capacity.capacities()) if capacity and config.clock_control == "apply" else {}
     shape_apps = {
         route.key: build_route_deployments(route, sources[route.model], config.engine_env_vars, policy_driven,
-                                            config.telemetry)
+                                            config.telemetry, config.clock_control,
+                                            start_settings(route, table_settings.get(route.key)))
         for route in config.routes
     }
     return build_ingress(config, sources, shape_apps, slo)
+
+
+def _table_settings(capacities: tuple[RouteCapacity, ...]) -> dict[str, DeviceSetting]:
+    """The setting of the row each route's full-GPU capacity was read at (clock_control apply)."""
+    return {capacity.route: option.setting for capacity in capacities for option in capacity.options
+            if option.shape == FULL_GPU}
+
+
+def start_settings(route: RouteConfig, from_table: DeviceSetting | None = None) -> dict[str, DeviceSetting]:
+    """The GPU setting each shape's replicas take at start: the route's configured one, else the cost table's
+    row's, else the GPU's defaults. MIG replicas are told it too, and report that they leave it to the parent."""
+    setting = route.gpu_setting or from_table or DeviceSetting()
+    return dict.fromkeys(route.shapes(), setting)
 
 
 def build_ingress(

@@ -4,7 +4,9 @@ Every sample period it reads new publications from the node samplers (GPU
 gauges, energy intervals for per-request attribution, the status view's GPU
 lines), new decisions from the app's decision board (the scaling metric and
 the status view's last decisions), and the running replicas per route and
-shape (the replicas gauge). A reader that fails is logged and retried next
+shape (the replicas gauge); every few seconds, the GPU-settings leases the
+node keepers hold for this app's replicas (the status view's GPU settings).
+A reader that fails is logged and retried next
 period; a sampler that cannot be read counts as a lost interval, so requests
 served meanwhile settle as unmeasured instead of waiting forever.
 """
@@ -17,7 +19,9 @@ import time
 from collections import deque
 
 from autoscaling.decision_board import find_board
+from deployments.gpu_keeper import find_keepers
 from deployments.gpu_sampling import start_node_samplers
+from oasis_ray.gpu_control.keeper import LeaseStatus
 from deployments.running_replicas import RunningReplicas
 from oasis_ray.scaling.record import ScalingRecord
 from oasis_ray.telemetry.gpu_sampler import EnergyInterval, unavailable
@@ -29,6 +33,8 @@ logger = logging.getLogger("ray.serve")
 
 # Decisions the status view shows.
 RECENT_DECISIONS = 10
+# GPU settings change at replica starts and clock decisions only; their list is read this often.
+KEEPER_READ_PERIOD_S = 3.0
 
 
 class AppObserver:
@@ -51,6 +57,8 @@ class AppObserver:
         self.decisions: deque[ScalingRecord] = deque(maxlen=RECENT_DECISIONS)
         self._board = None
         self._board_sequence = 0
+        self.gpu_settings: list[LeaseStatus] = []
+        self._keepers_read_at = float("-inf")
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def _report_energy(self, owner: EnergyOwner, energy_j: float | None) -> None:
@@ -61,7 +69,7 @@ class AppObserver:
     async def _run(self) -> None:
         while True:
             started = time.monotonic()
-            for step in (self._read_samplers, self._read_board, self._export_replicas):
+            for step in (self._read_samplers, self._read_board, self._export_replicas, self._read_keepers):
                 try:
                     await step()
                 except Exception:
@@ -98,6 +106,15 @@ class AppObserver:
             self._board_sequence = sequence
             self._telemetry.record_scaling(record)
             self.decisions.append(record)
+
+    async def _read_keepers(self) -> None:
+        if time.monotonic() - self._keepers_read_at < KEEPER_READ_PERIOD_S:
+            return
+        self._keepers_read_at = time.monotonic()
+        keepers = await asyncio.to_thread(find_keepers)
+        leases = [status for keeper in keepers
+                  for status in await asyncio.wait_for(keeper.statuses.remote(), timeout=self._period_s * 5)]
+        self.gpu_settings = [status for status in leases if status.app == self._app_name]
 
     async def _export_replicas(self) -> None:
         self._running.refresh_soon()

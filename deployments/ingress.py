@@ -343,6 +343,8 @@ class OasisIngress(OpenAiIngress):
             scaling=list(observer.decisions) if observer else [],
             gpus=observer.gpus.statuses(time.time()) if observer else [],
             gpu_status=self._telemetry.gpu_status(),
+            clock_control=self._config.clock_control,
+            gpu_settings=observer.gpu_settings if observer and self._config.clock_control != "off" else [],
         )
 
     async def status(self, format: Literal["text", "json"] = "text") -> Response:

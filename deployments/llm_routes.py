@@ -5,6 +5,14 @@ semantics; a route only chooses its engine arguments, queue bound and, per
 shape (full GPU, MIG slice, CPU), the resources a replica asks for. The shapes
 of a route run the same engine settings, so the autoscaler can move capacity
 between them by replica counts alone.
+
+A GPU replica asks for one placement group of `tensor_parallel_size` GPU
+bundles (what Ray Serve LLM builds from vLLM's tensor_parallel_size too), the
+first also holding the replica's CPUs and custom resources; a tensor-parallel
+group is kept on one node (STRICT_PACK), where its all-reduces stay off the
+network. Each replica takes its GPU setting (clock, power limit) through Ray
+Serve LLM's start callback and gives it back in its destructor
+(deployments/gpu_settings.py).
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ from typing import Any
 from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
+from deployments.gpu_settings import GpuSettingsCallback, OasisLLMServer, ReplicaSettings
 from oasis_ray.config import RouteConfig, RouteResources
+from oasis_ray.device_setting import ClockControl, DeviceSetting
 from oasis_ray.telemetry.settings import TelemetryConfig
 
 # A retiring replica may finish its in-flight requests for this long (Serve's
@@ -46,7 +56,7 @@ def _replica_bounds(route: RouteConfig, shape: str, policy_driven: bool) -> dict
 
 def shape_llm_config(
     route: RouteConfig, shape: str, resources: RouteResources, model_source: str, env_vars: dict[str, str],
-    policy_driven: bool, telemetry: TelemetryConfig,
+    policy_driven: bool, telemetry: TelemetryConfig, settings: ReplicaSettings,
 ) -> LLMConfig:
     tracing_kwargs, tracing_env = telemetry.engine_tracing()
     engine_kwargs: dict[str, Any] = {**route.engine.engine_kwargs(), **tracing_kwargs}
@@ -64,31 +74,41 @@ def shape_llm_config(
         },
         "runtime_env": {"env_vars": dict(env_vars)} if env_vars else None,
         "log_engine_metrics": False,
+        "callback_config": {"callback_class": GpuSettingsCallback,
+                            "callback_kwargs": {"settings": settings.model_dump(mode="json")}},
     }
     if resources.accelerator == "cpu":
         llm["accelerator_config"] = {"kind": "cpu"}
         llm["placement_group_config"] = {"bundles": [{"CPU": resources.cpus, **resources.custom_resources}]}
     else:
         llm["accelerator_config"] = {"kind": "gpu"}
-        engine_kwargs["tensor_parallel_size"] = resources.tensor_parallel_size
-        if resources.custom_resources:
-            llm["placement_group_config"] = {
-                "bundles": [{"GPU": 1, "CPU": resources.cpus, **resources.custom_resources}]
-                + [{"GPU": 1} for _ in range(resources.tensor_parallel_size - 1)]
-            }
+        tensor_parallel = resources.tensor_parallel_size
+        engine_kwargs["tensor_parallel_size"] = tensor_parallel
+        llm["placement_group_config"] = {
+            "bundles": [{"GPU": 1, "CPU": resources.cpus, **resources.custom_resources}]
+            + [{"GPU": 1} for _ in range(tensor_parallel - 1)],
+            "strategy": "STRICT_PACK" if tensor_parallel > 1 else "PACK",
+        }
         if resources.accelerator_type:
             llm["accelerator_type"] = resources.accelerator_type
     return LLMConfig(**llm)
 
 
 def build_route_deployments(
-    route: RouteConfig, model_source: str, env_vars: dict[str, str], policy_driven: bool, telemetry: TelemetryConfig
+    route: RouteConfig, model_source: str, env_vars: dict[str, str], policy_driven: bool, telemetry: TelemetryConfig,
+    clock_control: ClockControl, start_settings: dict[str, DeviceSetting],
 ) -> dict[str, Application]:
-    """The route's deployments, keyed by shape."""
+    """The route's deployments, keyed by shape; `start_settings` per shape (absent: the GPU's defaults)."""
     return {
         shape: build_llm_deployment(
-            shape_llm_config(route, shape, resources, model_source, env_vars, policy_driven, telemetry),
+            shape_llm_config(
+                route, shape, resources, model_source, env_vars, policy_driven, telemetry,
+                ReplicaSettings(mode=clock_control, route=route.key, shape=shape,
+                                setting=start_settings.get(shape, DeviceSetting()),
+                                follows_targets=shape == route.whole_shape),
+            ),
             override_serve_options={"name": route.deployment_name(shape)},
+            deployment_cls=OasisLLMServer,
         )
         for shape, resources in route.shapes().items()
     }

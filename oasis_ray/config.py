@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from oasis_ray.device_setting import ClockControl, DeviceSetting
 from oasis_ray.query_types import DEFAULT_TAU_TOKENS, QueryType
 from oasis_ray.scaling.settings import RouteLimits, ScalingConfig
 from oasis_ray.scaling.shapes import CPU, FULL_GPU, MIG_PROFILE_PATTERN
@@ -89,7 +90,10 @@ class RouteResources(_Strict):
     accelerator: Literal["cpu", "gpu"] = "gpu"
     accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. A100 or H100 (GPU only).")
     cpus: float = Field(1.0, gt=0, description="CPU cores per replica; fractional values share cores.")
-    tensor_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs per replica, one engine sharded over them (vLLM tensor parallelism), "
+                             "placed together on one node."
+    )
     custom_resources: dict[str, float] = Field(
         default_factory=dict, description="Ray custom resources per replica, e.g. {'MIG-1g.10gb': 1}."
     )
@@ -100,7 +104,16 @@ class RouteResources(_Strict):
             raise ValueError("accelerator_type: only applies to accelerator 'gpu'")
         if self.accelerator == "cpu" and self.tensor_parallel_size != 1:
             raise ValueError("tensor_parallel_size: CPU routes run one engine process per replica")
+        mig = sorted(name for name in self.custom_resources if name.startswith("MIG-"))
+        if mig and self.tensor_parallel_size != 1:
+            raise ValueError(f"tensor_parallel_size: a MIG slice ({mig[0]}) cannot run tensor parallelism; "
+                             "each replica holds one slice")
         return self
+
+    @property
+    def gpus(self) -> int:
+        """GPUs one replica holds (0 on CPU): Algorithm 1 counts a tensor-parallel replica as this many."""
+        return 0 if self.accelerator == "cpu" else self.tensor_parallel_size
 
 
 def route_key(model_id: str, route_name: str) -> str:
@@ -121,6 +134,13 @@ class MigShape(_Strict):
         None, description="Defaults to one GPU of the profile's raylet plus its MIG-<profile> resource."
     )
 
+    @model_validator(mode="after")
+    def _one_slice(self) -> MigShape:
+        if self.resources is not None and self.resources.tensor_parallel_size != 1:
+            raise ValueError("resources.tensor_parallel_size: a MIG slice cannot run tensor parallelism; "
+                             "each replica holds one slice")
+        return self
+
     def replica_resources(self) -> RouteResources:
         return self.resources or mig_slice_resources(self.profile)
 
@@ -139,6 +159,11 @@ class RouteConfig(_Strict):
     )
     mig_shapes: list[MigShape] = Field(
         default_factory=list, description="Sub-GPU shapes the autoscaler may move this route's capacity to."
+    )
+    gpu_setting: DeviceSetting | None = Field(
+        None, description="SM clock and power limit of the route's whole-GPU replicas (see clock_control); "
+                          "None: the cost table's choice under autoscaling with clock_control apply, else the "
+                          "GPU's defaults. MIG slices share their parent's setting and never change it.",
     )
 
     @model_validator(mode="after")
@@ -216,6 +241,10 @@ class OasisAppConfig(_Strict):
         default_factory=dict, description="Environment of every engine replica (e.g. VLLM_CPU_KVCACHE_SPACE)."
     )
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    clock_control: ClockControl = Field(
+        "advisory", description="apply: replicas set their route's SM clock and power limit through NVML and "
+                                "restore them when they stop; advisory: log and show what would be set; off: nothing.",
+    )
     autoscaling: AutoscalingSettings | None = Field(
         None, description="Size routes from the cost table; without it every route keeps its configured replicas."
     )

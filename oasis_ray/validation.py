@@ -13,8 +13,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-# A validator that names its own field ("max_num_seqs: ...") is joined onto the path.
-NAMES_ITS_FIELD = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*): ")
+# A validator that names its own field ("max_num_seqs: ...", or a nested one, "resources.cpus: ...") is joined
+# onto the path.
+NAMES_ITS_FIELD = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): ")
 
 
 def field_path(loc: tuple[Any, ...]) -> str:

@@ -32,7 +32,7 @@ def model_path(source: str) -> str:
 
 
 def engine_args(config: EngineConfig) -> AsyncEngineArgs:
-    kwargs: dict[str, Any] = config.engine.engine_kwargs()
+    kwargs: dict[str, Any] = config.engine_kwargs()
     return AsyncEngineArgs(
         model=model_path(config.model.source),
         served_model_name=config.model.model_id,

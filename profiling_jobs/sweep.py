@@ -152,7 +152,7 @@ def _run_trials(pending: list[Trial], store: TrialStore, run_id: str, progress: 
     waiting: dict[ObjectRef, tuple[_EngineGroup, Trial | _Stage]] = {}
     submitted_at: dict[str, str] = {}
     for config, trials in group_by_engine(pending):
-        options = trial_resources(config.hardware)
+        options = trial_resources(config.hardware, config.tensor_parallel_size)
         actor = runner.options(**options, runtime_env={"env_vars": config.env_vars}).remote(config)
         group = _EngineGroup(label=config.label(), actor=actor, trials=list(trials), demand=resource_demand(options))
         groups.append(group)

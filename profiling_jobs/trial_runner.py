@@ -1,10 +1,11 @@
 """The process that profiles one engine configuration: it starts the engine once and runs its trials.
 
-The sweep runs this class as a Ray actor holding exactly the device it
-profiles, so the engine, the meters and the clock lock all live where the
-device is. The benchmark runs the same class in-process. Each trial's clock
-is locked only for its own search and restored when it ends, whatever it
-raised, so a trial that fails leaves the GPU as it found it.
+The sweep runs this class as a Ray actor holding exactly the devices it
+profiles (N GPUs for a tensor-parallel engine), so the engine, the meters,
+the clock lock and the power limit all live where the devices are. The
+benchmark runs the same class in-process. Each trial's clock and power limit
+are set on every GPU only for its own search and restored when it ends,
+whatever it raised, so a trial that fails leaves the GPUs as it found them.
 
 The actor owns its event loop rather than being an async actor: vLLM's
 AsyncLLM binds to the loop it first runs on, and one trial at a time is the
@@ -18,7 +19,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 
-from oasis_ray.profiling.clock_control import ClockLock, locked_sm_clock
+from oasis_ray.profiling.clock_control import ClockLock, PowerCap, capped_power, locked_sm_clock
 from oasis_ray.profiling.loadgen import run_closed_loop
 from oasis_ray.profiling.measurement import LoadPoint, summarize_level
 from oasis_ray.profiling.msrr_search import meets_slo, search_msrr
@@ -44,15 +45,15 @@ class TrialTimeout(TimeoutError):
 
 
 class TrialRunner:
-    def __init__(self, config: EngineConfig, gpu_index: int | None = None) -> None:
+    def __init__(self, config: EngineConfig, gpu_indices: tuple[int, ...] | None = None) -> None:
         """Quick, so that in the sweep a finished constructor means Ray has placed the actor; start_engine is the slow part.
 
-        `gpu_index` is the NVML index of a GPU target; left out, it is the GPU Ray assigned this actor.
+        `gpu_indices`: NVML indices of a GPU target; left out, the GPUs Ray assigned this actor.
         """
         self._config = config
-        if gpu_index is None and isinstance(config.hardware, GpuTarget):
-            gpu_index = _assigned_gpu_index()
-        self._gpu_index = gpu_index
+        if gpu_indices is None and isinstance(config.hardware, GpuTarget):
+            gpu_indices = _assigned_gpu_indices(config.tensor_parallel_size)
+        self._gpu_indices = gpu_indices
         self._probe = self._open_probe()
         self._loop = asyncio.new_event_loop()
         self._engine: ProfiledEngine | None = None
@@ -79,9 +80,9 @@ class TrialRunner:
     def _open_probe(self) -> PowerProbe:
         if isinstance(self._config.hardware, CpuTarget):
             return NoPowerProbe(CPU_POWER_NOTE)
-        if self._gpu_index is None:
+        if self._gpu_indices is None:
             return NoPowerProbe(MIG_POWER_NOTE)
-        return open_gpu_probe(self._gpu_index)
+        return open_gpu_probe(self._gpu_indices)
 
     def run_trial(self, trial: Trial, run_id: str) -> TrialOutcome:
         if self._engine is None or self.engine_start_s is None:
@@ -120,7 +121,7 @@ class TrialRunner:
             )
             return point
 
-        with self._clock() as clock:
+        with self._gpu_settings() as (clock, cap):
             engine_idle = sample_engine_idle(self._probe, ENGINE_IDLE_SAMPLE_S)
             search_started = time.perf_counter()
             result = search_msrr(measure, trial.slo, trial.search)
@@ -135,6 +136,7 @@ class TrialRunner:
             run_id=run_id,
             result=result,
             clock=clock,
+            cap=cap,
             device=device,
             engine_idle=engine_idle,
             engine_start_s=engine_start_s,
@@ -143,12 +145,17 @@ class TrialRunner:
         )
 
     @contextlib.contextmanager
-    def _clock(self) -> Iterator[ClockLock]:
-        if self._gpu_index is None:
-            yield ClockLock(requested_mhz=None, locked=False, observed_sm_mhz=None, note=None)
+    def _gpu_settings(self) -> Iterator[tuple[ClockLock, PowerCap]]:
+        """The trial's clock and power limit on each of its GPUs; the row says set only if every GPU took it."""
+        config = self._config
+        if self._gpu_indices is None:
+            yield (ClockLock(requested_mhz=None, locked=False, observed_sm_mhz=None, note=None),
+                   PowerCap(requested_w=None, set=False, note=None))
             return
-        with locked_sm_clock(self._gpu_index, self._config.clock_mhz) as clock:
-            yield clock
+        with contextlib.ExitStack() as stack:
+            locks = [stack.enter_context(locked_sm_clock(i, config.clock_mhz)) for i in self._gpu_indices]
+            caps = [stack.enter_context(capped_power(i, config.power_limit_w)) for i in self._gpu_indices]
+            yield _all_of(locks, caps)
 
     def shutdown(self) -> None:
         """Stop the engine, then let its background tasks see the cancellation before the loop closes."""
@@ -162,10 +169,18 @@ class TrialRunner:
         self._probe.close()
 
 
-def _assigned_gpu_index() -> int:
+def _all_of(locks: list[ClockLock], caps: list[PowerCap]) -> tuple[ClockLock, PowerCap]:
+    """One GPU's lock and cap stand for all only if every GPU took them; else the first refusal's note."""
+    lock = next((lock for lock in locks if not lock.locked), locks[0])
+    cap = next((cap for cap in caps if not cap.set), caps[0])
+    return lock, cap
+
+
+def _assigned_gpu_indices(count: int) -> tuple[int, ...]:
     import ray
 
     ids = ray.get_gpu_ids()
-    if len(ids) != 1:
-        raise RuntimeError(f"a GPU trial must hold exactly one GPU, Ray assigned {ids}")
-    return int(ids[0])
+    if len(ids) != count:
+        raise RuntimeError(f"a GPU trial of tensor-parallel degree {count} must hold {count} GPU(s), "
+                           f"Ray assigned {ids}")
+    return tuple(int(gpu) for gpu in ids)

@@ -26,6 +26,7 @@ MODEL_ID = "oasis-tiny-llama"
 LONG_ROUTE_MAX_ONGOING = 2
 LONG_ROUTE_MAX_QUEUED = 2
 MIG_STANDIN_RESOURCE = "MIG-1g.10gb"
+SHORT_ROUTE_GPU_SETTING = {"sm_clock_mhz": 855, "power_limit_w": 250}
 
 _CPU_ENGINE = {
     "max_num_seqs": 4,
@@ -51,6 +52,8 @@ def app_config() -> dict[str, Any]:
                 "query_types": ["SISO", "LISO"],
                 "engine": dict(_CPU_ENGINE),
                 "resources": {"accelerator": "cpu", "cpus": 0.5},
+                # clock_control is advisory by default: the replica reports what it would set, and on which GPU.
+                "gpu_setting": SHORT_ROUTE_GPU_SETTING,
             },
             {
                 "name": "long-output",

@@ -20,6 +20,7 @@ T = TypeVar("T")
 
 GIB = 1 << 30
 DEFAULT_SM_MHZ = 1980
+DEFAULT_POWER_LIMIT_MW = 700_000
 
 
 @dataclass(eq=False)
@@ -29,7 +30,8 @@ class FakeGpu:
     Compared by identity: two GPUs with the same readings are still two GPUs.
     `errors` maps an NVML call's name to the error that call raises for this
     GPU, as the driver would: NotSupported for a metric it lacks, GpuIsLost, a
-    refused clock lock. `locked` is the (min, max) SM clock lock, if any.
+    refused clock lock. `locked` is the (min, max) SM clock lock, if any;
+    `power_limit_mw` the board's power limit.
     """
 
     uuid: str
@@ -45,10 +47,10 @@ class FakeGpu:
     mig_mode: int = pynvml.NVML_DEVICE_MIG_DISABLE
     mig_slots: list[FakeGpu | None] = field(default_factory=list)
     locked: tuple[int, int] | None = None
-    power_limit_mw: int = 700_000
-    enforced_limit_mw: int = 700_000
-    default_limit_mw: int = 700_000
-    limit_range_mw: tuple[int, int] = (200_000, 700_000)
+    power_limit_mw: int = DEFAULT_POWER_LIMIT_MW
+    enforced_limit_mw: int = DEFAULT_POWER_LIMIT_MW
+    default_limit_mw: int = DEFAULT_POWER_LIMIT_MW
+    limit_range_mw: tuple[int, int] = (200_000, DEFAULT_POWER_LIMIT_MW)
     errors: dict[str, pynvml.NVMLError] = field(default_factory=dict)
 
 
@@ -86,7 +88,7 @@ def _answer(gpu: FakeGpu, call: str, value: T) -> T:
 
 
 class FakeNvmlForUnitTests:
-    """Stands in for the pynvml module: NvmlReader's reads (power limits included), the MIG calls and the clock lock setters.
+    """Stands in for the pynvml module: NvmlReader's reads (power limits included), the MIG calls, the clock lock and power limit.
 
     `calls` records every setter call in order, so a test sees exactly what
     was changed on which GPU and whether it was restored.
@@ -97,6 +99,7 @@ class FakeNvmlForUnitTests:
     NVMLError_FunctionNotFound = pynvml.NVMLError_FunctionNotFound
     NVMLError_NotFound = pynvml.NVMLError_NotFound
     NVMLError_NoPermission = pynvml.NVMLError_NoPermission
+    NVMLError_InvalidArgument = pynvml.NVMLError_InvalidArgument
     NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
     NVML_CLOCK_MEM = pynvml.NVML_CLOCK_MEM
     NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
@@ -183,3 +186,7 @@ class FakeNvmlForUnitTests:
     def nvmlDeviceResetGpuLockedClocks(self, gpu: FakeGpu) -> None:
         self.calls.append(("reset", self.gpus.index(gpu)))
         gpu.locked = None
+
+    def nvmlDeviceSetPowerManagementLimit(self, gpu: FakeGpu, limit_mw: int) -> None:
+        self.calls.append(("power", self.gpus.index(gpu), limit_mw))
+        gpu.power_limit_mw = _answer(gpu, "nvmlDeviceSetPowerManagementLimit", limit_mw)

@@ -205,3 +205,31 @@ def test_unreadable_table_at_run_time_keeps_the_last_good_one(policy, table, cap
 def test_policy_refuses_a_config_without_autoscaling():
     with pytest.raises(ValueError, match="autoscaling: not configured"):
         OasisAutoscalingPolicy(app_args=app_config())
+
+
+def test_under_apply_the_policy_publishes_the_clock_it_chose_on_the_board(oasis_app, tmp_path):
+    """A light load on a full-GPU route whose table has two clocks (Table 3's power, seed 000): the low one."""
+    from oasis_ray.device_setting import DeviceSetting
+
+    def row(query_type: str, msrr: float, clock: int, power: float):
+        return hct_row(model_id=MODEL_ID, hardware_kind="gpu", query_type=query_type, msrr_req_s=msrr,
+                       trial_id=f"{query_type}-{clock}", clock_mhz=clock, clock_locked=True, power_available=True,
+                       power_note=None, mean_power_w=power, energy_per_token_j=power / (msrr * 10))
+
+    table = write_table(tmp_path / "hct", [row(qt, msrr * scale, clock, power) for qt in QueryType
+                                           for clock, scale, power in ((1320, 1.0, 239.4), (855, 0.93, 145.2))
+                                           for msrr in (4.0,)])
+    route = f"{MODEL_ID}/all"
+    policy = _Policy({
+        "models": [{"model_id": MODEL_ID, "default_route": "all"}],
+        "routes": [{"name": "all", "model": MODEL_ID, "engine": {"max_num_seqs": 4},
+                    "resources": {"accelerator": "gpu"}, "max_replicas": 4}],
+        "clock_control": "apply",
+        "autoscaling": {"hct_path": str(table), "scaling": {"upscale_cooldown_s": 0, "downscale_cooldown_s": 0}},
+    })
+    targets, _ = _tick(policy, {(route, QueryType.SISO): 1.0}, {f"{route}@full-gpu": 1})
+    assert targets == {f"{route}@full-gpu": 1}
+    [record] = policy.posted()
+    assert record.action == "set_clock" and record.setting_after == DeviceSetting(sm_clock_mhz=855)
+    board = find_board(policy.app_name)
+    assert ray.get(board.setting.remote(route), timeout=30) == DeviceSetting(sm_clock_mhz=855)

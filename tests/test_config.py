@@ -104,3 +104,45 @@ def test_context_longer_than_the_model_stops_the_build():
     with pytest.raises(ConfigError, match=r"routes\[1\].engine.max_model_len: 8192 exceeds the model's "
                                           r"max_position_embeddings 4096"):
         build_app(raw)
+
+
+def test_clock_control_is_advisory_by_default_and_refuses_other_words():
+    assert parse_config(app_config()).clock_control == "advisory"
+    assert "clock_control: Input should be 'apply', 'advisory' or 'off'" in _refusal(
+        lambda c: c.update(clock_control="maybe"))
+
+
+def test_a_gpu_setting_out_of_range_is_refused_by_field():
+    assert "routes[0].gpu_setting.sm_clock_mhz: Input should be greater than 0" in _refusal(
+        lambda c: c["routes"][0].update(gpu_setting={"sm_clock_mhz": 0}))
+    assert "routes[0].gpu_setting.power_limit: unknown field" in _refusal(
+        lambda c: c["routes"][0].update(gpu_setting={"power_limit": 250}))
+
+
+def _gpu_route(c, **resources):
+    c["routes"][1]["resources"] = {"accelerator": "gpu", **resources}
+
+
+def test_a_mig_slice_cannot_run_tensor_parallel():
+    assert ("routes[1].mig_shapes[0].resources.tensor_parallel_size: a MIG slice cannot run tensor parallelism"
+            in _refusal(lambda c: (_gpu_route(c), c["routes"][1].update(mig_shapes=[
+                {"profile": "1g.10gb", "resources": {"tensor_parallel_size": 2}}]))))
+    assert "routes[1].resources.tensor_parallel_size: a MIG slice (MIG-3g.40gb) cannot run tensor parallelism" in (
+        _refusal(lambda c: _gpu_route(c, tensor_parallel_size=2, custom_resources={"MIG-3g.40gb": 1})))
+
+
+def test_a_tensor_parallel_replica_asks_for_its_gpus_in_one_placement_group_on_one_node():
+    from deployments.gpu_settings import ReplicaSettings
+    from deployments.llm_routes import shape_llm_config
+
+    raw = copy.deepcopy(app_config())
+    _gpu_route(raw, tensor_parallel_size=4, cpus=2, accelerator_type="A100")
+    config = parse_config(raw)
+    route = config.routes[1]
+    settings = ReplicaSettings(mode="advisory", route=route.key, shape="full-gpu", setting={}, follows_targets=True)
+    llm = shape_llm_config(route, "full-gpu", route.resources, "/models/x", {}, False, config.telemetry, settings)
+    assert llm.engine_kwargs["tensor_parallel_size"] == 4
+    assert llm.placement_group_config == {
+        "bundles": [{"GPU": 1, "CPU": 2.0}, {"GPU": 1}, {"GPU": 1}, {"GPU": 1}], "strategy": "STRICT_PACK"}
+    assert route.resources.gpus == 4
+    assert llm.callback_config.callback_kwargs["settings"]["mode"] == "advisory"

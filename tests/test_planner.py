@@ -188,7 +188,8 @@ def test_duplicate_routes_are_refused_by_field() -> None:
 
 def _candidates(rows: list[tuple[int, int, str, float, float]]) -> Candidates:
     clock, batch, variant, msrr, energy = zip(*rows)
-    return Candidates(clock_mhz=np.asarray(clock), max_num_seqs=np.asarray(batch), variant=np.asarray(variant),
+    return Candidates(clock_mhz=np.asarray(clock), power_limit_w=np.full(len(rows), -1),
+                      max_num_seqs=np.asarray(batch), variant=np.asarray(variant),
                       msrr_rps=np.asarray(msrr), energy_per_request_j=np.asarray(energy))
 
 

@@ -138,3 +138,43 @@ def test_a_gpu_without_an_energy_counter_has_no_engine_idle_power() -> None:
     probe = NvmlPowerProbe(NvmlReader(FakeNvmlForUnitTests([no_counter])), 0)
     idle = sample_engine_idle(probe, 3.0, sleep=lambda seconds: None)
     assert math.isnan(idle.watts) and idle.note == "this GPU has no total-energy counter"
+
+
+def test_power_limit_is_set_inside_the_block_and_put_back_even_when_the_trial_fails() -> None:
+    from oasis_ray.profiling.clock_control import PowerCap, capped_power
+    from tests.fake_nvml import DEFAULT_POWER_LIMIT_MW
+
+    fake = FakeNvmlForUnitTests([FakeGpu("GPU-0"), FakeGpu("GPU-1")])
+    with pytest.raises(RuntimeError, match="engine OOM"), capped_power(1, 300, nvml=fake) as cap:
+        assert cap == PowerCap(requested_w=300, set=True, note=None)
+        assert fake.gpus[1].power_limit_mw == 300_000 and fake.gpus[0].power_limit_mw == DEFAULT_POWER_LIMIT_MW
+        raise RuntimeError("engine OOM")
+    assert fake.calls == [("power", 1, 300_000), ("power", 1, DEFAULT_POWER_LIMIT_MW)]
+    assert not fake.initialised
+
+
+def test_a_refused_or_unasked_power_limit_changes_nothing_and_says_why() -> None:
+    from oasis_ray.profiling.clock_control import PowerCap, capped_power
+
+    refusing = FakeGpu("GPU-0", errors={"nvmlDeviceSetPowerManagementLimit": pynvml.NVMLError_NoPermission()})
+    fake = FakeNvmlForUnitTests([refusing])
+    with capped_power(0, 250, nvml=fake) as cap:
+        assert cap == PowerCap(requested_w=250, set=False, note="power limit refused by NVML: Insufficient Permissions")
+    with capped_power(0, None, nvml=fake) as unasked:
+        assert unasked == PowerCap(requested_w=None, set=False, note=None)
+    assert fake.calls == [("power", 0, 250_000)], "nothing was set, so nothing is put back"
+    no_driver = FakeNvmlForUnitTests([], init_error=pynvml.NVMLError_DriverNotLoaded())
+    with capped_power(0, 250, nvml=no_driver) as cap:
+        assert not cap.set and cap.note == "nvmlInit failed: Driver Not Loaded"
+
+
+def test_a_tensor_parallel_probe_sums_its_gpus_energy_counters() -> None:
+    fake = FakeNvmlForUnitTests([FakeGpu("GPU-0", energy_mj=1_000), FakeGpu("GPU-1", energy_mj=2_000)])
+    probe = open_gpu_probe((0, 1), nvml=fake)
+    first = probe.read()
+    fake.gpus[1].energy_mj += 500
+    assert first.energy_mj == 3_000 and probe.read().energy_mj == 3_500
+    probe.close()
+    no_counter = FakeGpu("GPU-1", errors=not_supported("nvmlDeviceGetTotalEnergyConsumption"))
+    partial = NvmlPowerProbe(NvmlReader(FakeNvmlForUnitTests([FakeGpu("GPU-0"), no_counter])), (0, 1))
+    assert partial.unavailable_reason == "this GPU has no total-energy counter" and partial.read().energy_mj is None

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from oasis_ray.profiling.clock_control import ClockLock
+from oasis_ray.profiling.clock_control import ClockLock, PowerCap
 from oasis_ray.profiling.hct import HCT_SCHEMA_VERSION, HctError, HctRow, load_hct, write_hct
 from oasis_ray.profiling.measurement import EngineIdlePower, LoadPoint
 from oasis_ray.profiling.msrr_search import SearchResult
@@ -85,6 +85,8 @@ def measured(trial: Trial, power_w: float | None = 350.0, run_id: str = "run-a")
         run_id=run_id,
         result=result,
         clock=ClockLock(requested_mhz=clock, locked=True, observed_sm_mhz=clock, note=None),
+        cap=PowerCap(requested_w=trial.engine_config.power_limit_w, set=trial.engine_config.power_limit_w is not None,
+                     note=None),
         device=DeviceInfo(device_name="NVIDIA H100 80GB HBM3", driver_version="550.54.15", power_note=None),
         engine_idle=EngineIdlePower(watts=85.0, note=None),
         engine_start_s=40.0,
@@ -304,3 +306,27 @@ def test_a_resumed_sweep_owes_only_unmeasured_and_failed_trials(outcomes: list[T
     assert [t.trial_id for t in owed] == [t.trial_id for i, t in enumerate(trials) if i not in (0, 2)]
     assert trials[1].engine_config == trials[0].engine_config, "half of one engine's trials are owed"
     assert unfinished(trials, {o.row.trial_id: o for o in outcomes}) == [trials[-1]]
+
+
+def test_power_limit_and_tensor_parallel_degree_are_recorded_per_row(tmp_path: Path) -> None:
+    spec = parse_spec({
+        "name": "unit-levers", "models": [{"model_id": "tiny"}], "max_num_seqs": [8],
+        "hardware": [{"kind": "gpu", "accelerator_type": "A100", "power_limits_w": [400, 250],
+                      "tensor_parallel_sizes": [1, 2]}],
+        "query_types": [{"type": "LISO", "input_tokens": 200, "output_tokens": 20}], "slo": {"p95_e2e_s": 2.0},
+    })
+    write_hct(merge_outcomes(spec, [measured(trial) for trial in expand_trials(spec)], VERSIONS), tmp_path)
+    rows = load_hct(tmp_path).rows
+    assert rows[["power_limit_w", "power_limit_set", "tensor_parallel_size"]].values.tolist() == [
+        [400, True, 1], [250, True, 1], [400, True, 2]]
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"power_limit_w": None, "power_limit_set": True}, "power_limit_set"),
+    ({"hardware_kind": "mig", "mig_profile": "1g.10gb", "tensor_parallel_size": 2}, "tensor_parallel_size"),
+])
+def test_impossible_levers_in_a_row_are_refused(outcomes: list[TrialOutcome], change: dict[str, object],
+                                                field: str) -> None:
+    raw = {**outcomes[0].row.model_dump(), **change}
+    with pytest.raises(ValueError, match=f"{field}: "):
+        HctRow.model_validate(raw)

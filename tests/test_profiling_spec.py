@@ -216,11 +216,45 @@ def test_each_trial_asks_ray_for_exactly_its_device() -> None:
         "accelerator_type": "A100",
     }
     assert trial_resources(GpuTarget(kind="gpu")) == {"num_cpus": 1.0, "num_gpus": 1}
+    assert trial_resources(GpuTarget(kind="gpu"), tensor_parallel_size=4) == {"num_cpus": 1.0, "num_gpus": 4}
     assert trial_resources(MigTarget(kind="mig", mig_profile="3g.40gb", num_cpus=2)) == {
         "num_cpus": 2,
         "num_gpus": 1,
         "resources": {"MIG-3g.40gb": 1},
     }
+
+
+def test_power_limits_and_tensor_parallelism_are_knobs_of_a_gpu_target() -> None:
+    gpu = {"kind": "gpu", "clocks_mhz": [1410, 990], "power_limits_w": [400, 250], "tensor_parallel_sizes": [1, 2]}
+    configs = [config for config, _ in
+               group_by_engine(expand_trials(parse_spec(raw_spec(hardware=[gpu], variants=["standard"]))))]
+    knobs = [(c.clock_mhz, c.power_limit_w, c.tensor_parallel_size, c.max_num_seqs) for c in configs]
+    assert knobs == [(1410, 400, 1, 2), (990, 400, 1, 2), (1410, 250, 1, 2), (1410, 400, 2, 2), (1410, 400, 1, 4)]
+    assert configs[3].engine_kwargs()["tensor_parallel_size"] == 2
+    assert "tensor_parallel_size" not in configs[0].engine_kwargs()
+    assert configs[3].label() == "tiny | gpu any x2 TP @1410MHz cap 400W | batch 2 | standard"
+    grid = expand_trials(parse_spec(raw_spec(hardware=[gpu], variants=["standard"], sweep_mode="grid")))
+    assert len(group_by_engine(grid)) == 2 * 2 * 2 * 2
+
+
+def test_trial_ids_of_trials_measured_before_the_new_knobs_are_kept() -> None:
+    """Ids hashed before power limits and tensor parallelism existed (the committed table's among them)."""
+    spec = load_spec(SPECS_DIR / "embedded_default.yaml")
+    assert [t.trial_id for t in expand_trials(spec)] == [
+        "fed289b15fbc229a", "4ecfcea9941223e4", "b2e69dbdae527462", "0f45bfec0a3daf45"]
+    gpu_ids = [t.trial_id for t in expand_trials(load_spec(SPECS_DIR / "gpu_example.yaml"))][:2]
+    assert gpu_ids == ["0c429c60e91a5aa8", "ca5cce2267f06f13"]
+
+
+@pytest.mark.parametrize(("gpu", "field"), [
+    ({"power_limits_w": [250, 250]}, "hardware[0].power_limits_w[1]: duplicate 250"),
+    ({"tensor_parallel_sizes": []}, "hardware[0].tensor_parallel_sizes: list at least one degree"),
+    ({"tensor_parallel_sizes": [0]}, "hardware[0].tensor_parallel_sizes[0]: Input should be greater than 0"),
+])
+def test_bad_power_limits_and_degrees_are_refused_naming_the_field(gpu: dict[str, object], field: str) -> None:
+    with pytest.raises(SpecError) as error:
+        parse_spec(raw_spec(hardware=[{"kind": "gpu", **gpu}]))
+    assert field in str(error.value)
 
 
 def test_variants_switch_one_feature_each() -> None:

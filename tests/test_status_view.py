@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from oasis_ray.device_setting import DeviceSetting
+from oasis_ray.gpu_control.keeper import DeviceState, LeaseStatus
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.record import ScalingRecord
 from oasis_ray.telemetry.status_view import GpuStatus, QueryTypeStatus, RouteStatus, StatusSnapshot, render_status
@@ -46,6 +48,12 @@ def snapshot(**overrides: object) -> StatusSnapshot:
         "gpu_status": {
             "node-a": "ok: 2 GPU(s)", "node-b": "unavailable: nvmlInit failed: NVML Shared Library Not Found"
         },
+        "gpu_settings": [
+            LeaseStatus(holder="3f2a9c81d0e4aa55", app="oasis", route="tiny/short-output", shape="full-gpu",
+                        mode="advisory", setting=DeviceSetting(sm_clock_mhz=855),
+                        devices=(DeviceState(gpu="GPU 0 (NVIDIA H100 80GB HBM3, GPU-0)", state="advisory",
+                                             note="clock_control is advisory: nothing set"),)),
+        ],
     }
     return StatusSnapshot(**(fields | overrides))
 
@@ -75,11 +83,15 @@ def test_the_view_shows_routes_rates_slo_decisions_and_gpus() -> None:
         "  node-a  0    NVIDIA H100 80GB HBM3  312.5        18747.6\n"
         "  node-a  1    NVIDIA H100 80GB HBM3  unavailable  unavailable\n"
         "  node node-b: power and energy unavailable: nvmlInit failed: NVML Shared Library Not Found\n"
+        "\n"
+        "GPU settings (clock_control: advisory)\n"
+        "  route=tiny/short-output shape=full-gpu replica=3f2a9c81d0e4 mode=advisory would set sm_clock_mhz=855 "
+        "on GPU 0 (NVIDIA H100 80GB HBM3, GPU-0): advisory (clock_control is advisory: nothing set)\n"
     )
 
 
 def gpu_section(text: str) -> str:
-    return text.split("\nGPUs\n", 1)[1]
+    return text.split("\nGPUs\n", 1)[1].split("\n\nGPU settings", 1)[0] + "\n"
 
 
 def test_without_a_gpu_power_and_energy_read_unavailable_and_no_zero_appears() -> None:
@@ -99,6 +111,13 @@ def test_empty_sections_say_so() -> None:
     assert "Routes\n  no routes\n" in text
     assert "Query types\n  no query types\n" in text
     assert "Last scaling decisions\n  none yet\n" in text
+    assert render_status(snapshot(gpu_settings=[])).endswith(
+        "GPU settings (clock_control: advisory)\n  no replica has reported its setting yet\n")
+
+
+def test_with_clock_control_off_the_view_says_only_that() -> None:
+    assert render_status(snapshot(clock_control="off")).endswith(
+        "GPU settings (clock_control: off)\n  off: replicas set nothing and report nothing\n")
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Which engine configuration (clock, batch size, variant) a route should run on one shape.
+"""Which engine configuration (clock, power limit, batch size, variant) a route should run on one shape.
 
 The objective is energy per request at the MSRR (the row's power over its
 MSRR): what a replica costs per request when it is kept busy, which is how
@@ -11,17 +11,18 @@ Four ways to choose, and every plan says which it used:
   modes put the baseline first): what a deployment runs without OASIS's
   configuration choice, e.g. the static one-GPU-per-model comparison.
 - "one-at-a-time" (the paper): start from the baseline and change one knob at a time (batch size, then variant, then
-  clock), keeping a change only when it lowers the objective. Only measured
+  clock, then power limit), keeping a change only when it lowers the objective. Only measured
   rows are ever used, so after a one-at-a-time sweep a knob can move only
   while the others are still at their baseline: the combination of two
   individually best values was never measured, and is never assumed.
-- "joint": the best measured row over every (clock, batch, variant)
+- "joint": the best measured row over every (clock, power limit, batch, variant)
   combination. After a grid sweep it finds combinations one knob at a time
   misses, e.g. a low clock that pays off only at a large batch.
 - FixedConfiguration: the batch size and variant a running route's engine
-  was configured with (the live app), at default clocks where the table has
-  them, since live replicas run unlocked, else the highest clock profiled;
-  among those rows the fastest.
+  was configured with (the live app), at its GPU setting where one is given
+  (clock_control apply), else at default clocks and power limit where the
+  table has them, since such replicas run unlocked, else the highest clock
+  and limit profiled; among those rows the fastest.
 """
 
 from __future__ import annotations
@@ -31,20 +32,32 @@ from typing import Literal
 
 import numpy as np
 
+from oasis_ray.device_setting import DeviceSetting
+
 ConfigChoice = Literal["baseline", "one-at-a-time", "joint"]
-# Candidates' clock for rows measured at the GPU's default (unlocked) clocks.
+# Candidates' clock (and power limit) for rows measured at the GPU's default (unlocked) clocks (and limit).
 DEFAULT_CLOCK = -1
+DEFAULT_POWER_LIMIT = -1
 
 
 @dataclass(frozen=True)
 class FixedConfiguration:
-    """A configuration already chosen elsewhere (a route's engine settings); only its clock is left to the table."""
+    """A configuration already chosen elsewhere (a route's engine settings, and its GPU setting where it has one);
+    the table is left the clock and power limit only when `setting` is None."""
 
     max_num_seqs: int
     variant: str
+    setting: DeviceSetting | None = None
 
     def __str__(self) -> str:
-        return f"max_num_seqs={self.max_num_seqs}, variant={self.variant}"
+        at = f", {self.setting.describe()}" if self.setting is not None else ""
+        return f"max_num_seqs={self.max_num_seqs}, variant={self.variant}{at}"
+
+
+def setting_of(clock_mhz: int, power_limit_w: int) -> DeviceSetting:
+    """The GPU setting a row was measured at, from the candidates' codes."""
+    return DeviceSetting(sm_clock_mhz=None if clock_mhz == DEFAULT_CLOCK else clock_mhz,
+                         power_limit_w=None if power_limit_w == DEFAULT_POWER_LIMIT else power_limit_w)
 
 
 Selection = ConfigChoice | FixedConfiguration
@@ -52,9 +65,10 @@ Selection = ConfigChoice | FixedConfiguration
 
 @dataclass(frozen=True)
 class Candidates:
-    """One shape's measured configurations, in table order; `clock_mhz` uses DEFAULT_CLOCK for default clocks."""
+    """One shape's measured configurations, in table order; DEFAULT_CLOCK and DEFAULT_POWER_LIMIT mark defaults."""
 
     clock_mhz: np.ndarray
+    power_limit_w: np.ndarray
     max_num_seqs: np.ndarray
     variant: np.ndarray
     msrr_rps: np.ndarray
@@ -72,7 +86,7 @@ def choose_configuration(candidates: Candidates, selection: Selection) -> int | 
         return 0 if feasible[0] else None
     if selection == "joint":
         return _best(candidates, np.flatnonzero(feasible))
-    knobs = (candidates.max_num_seqs, candidates.variant, candidates.clock_mhz)
+    knobs = (candidates.max_num_seqs, candidates.variant, candidates.clock_mhz, candidates.power_limit_w)
     current = 0
     for knob_index in range(len(knobs)):
         others = [knob for i, knob in enumerate(knobs) if i != knob_index]
@@ -85,16 +99,29 @@ def choose_configuration(candidates: Candidates, selection: Selection) -> int | 
     return current if feasible[current] else None
 
 
+def configured_rows(candidates: Candidates, selection: FixedConfiguration) -> np.ndarray:
+    """Rows of the selection's batch size and variant, at any GPU setting."""
+    return (candidates.max_num_seqs == selection.max_num_seqs) & (candidates.variant == selection.variant)
+
+
 def _fixed(candidates: Candidates, selection: FixedConfiguration, feasible: np.ndarray) -> int | None:
-    configured = (candidates.max_num_seqs == selection.max_num_seqs) & (candidates.variant == selection.variant)
+    configured = configured_rows(candidates, selection)
     if not configured.any():
         return None
-    clocks = candidates.clock_mhz[configured]
-    clock = DEFAULT_CLOCK if (clocks == DEFAULT_CLOCK).any() else clocks.max()
-    at_clock = np.flatnonzero(configured & (candidates.clock_mhz == clock) & feasible)
-    if not at_clock.size:
+    if selection.setting is not None:
+        wanted = selection.setting
+        clock = DEFAULT_CLOCK if wanted.sm_clock_mhz is None else wanted.sm_clock_mhz
+        limit = DEFAULT_POWER_LIMIT if wanted.power_limit_w is None else wanted.power_limit_w
+    else:
+        clocks = candidates.clock_mhz[configured]
+        clock = DEFAULT_CLOCK if (clocks == DEFAULT_CLOCK).any() else clocks.max()
+        limits = candidates.power_limit_w[configured & (candidates.clock_mhz == clock)]
+        limit = DEFAULT_POWER_LIMIT if (limits == DEFAULT_POWER_LIMIT).any() else limits.max()
+    at_setting = np.flatnonzero(configured & (candidates.clock_mhz == clock) & (candidates.power_limit_w == limit)
+                                & feasible)
+    if not at_setting.size:
         return None
-    return int(max(at_clock, key=lambda index: (float(candidates.msrr_rps[index]), -int(index))))
+    return int(max(at_setting, key=lambda index: (float(candidates.msrr_rps[index]), -int(index))))
 
 
 def _key(candidates: Candidates, index: int) -> tuple[float, float]:

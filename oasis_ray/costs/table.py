@@ -30,12 +30,21 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from oasis_ray.costs.config_choice import DEFAULT_CLOCK, Candidates, Selection, choose_configuration
+from oasis_ray.costs.config_choice import (
+    DEFAULT_CLOCK,
+    DEFAULT_POWER_LIMIT,
+    Candidates,
+    FixedConfiguration,
+    Selection,
+    choose_configuration,
+    configured_rows,
+    setting_of,
+)
 from oasis_ray.costs.curves import LoadPoints, ServiceCurve, service_curve
 from oasis_ray.profiling.hct import HardwareCostTable
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.mix import mix_capacity
-from oasis_ray.scaling.shapes import CPU, FULL_GPU, RouteCapacity, ShapeOption
+from oasis_ray.scaling.shapes import CPU, FULL_GPU, RouteCapacity, SettingLevel, ShapeOption
 
 
 Shares = Mapping[QueryType, float]
@@ -48,13 +57,15 @@ class Hardware:
     The planner and simulator derive it from a device pool (DevicePool.hardware),
     the live app from a route's configured shapes (oasis_ray.costs.live).
     `accelerator_type` None accepts any GPU row; MIG rows of real sweeps carry
-    no accelerator type and are accepted for any.
+    no accelerator type and are accepted for any. The whole unit's rows are
+    those of `tensor_parallel_size` (GPUs per replica); a MIG slice's are of 1.
     """
 
     whole_shape: str
     accelerator_type: str | None = None
     mig_shapes: tuple[str, ...] = ()
     idle_power_w: float | None = None
+    tensor_parallel_size: int = 1
 
     @property
     def shapes(self) -> tuple[str, ...]:
@@ -91,6 +102,7 @@ class _Group:
     shape: np.ndarray
     accelerator_type: np.ndarray
     accelerator_unknown: np.ndarray
+    tensor_parallel: np.ndarray
     candidates: Candidates
     power_at_msrr_w: np.ndarray
 
@@ -143,30 +155,68 @@ class CostTable:
         """
         if not shares or min(shares.values()) <= 0:
             raise ValueError(f"shares: every listed query type needs a positive share, got {dict(shares)}")
-        total = sum(shares.values())
         groups = self._model_groups(model_id, shares)
         if groups is None:
             return []
         choices = []
         for shape in hardware.shapes:
-            on_shape = {qt: np.flatnonzero(_matches(group, shape, hardware)) for qt, group in groups.items()}
-            aligned = _aligned_configurations({qt: _subset(groups[qt].candidates, at) for qt, at in on_shape.items()})
-            if aligned is None:
+            mixed = self._mixed(groups, shares, shape, hardware)
+            if mixed is None:
                 continue
-            first, positions = aligned
-            rows = {qt: on_shape[qt][positions[qt]] for qt in groups}
-            # An infeasible type (MSRR 0) makes the mix's seconds per request infinite, so its MSRR 0.
-            with np.errstate(divide="ignore"):
-                seconds = sum(shares[qt] / total / groups[qt].candidates.msrr_rps[at] for qt, at in rows.items())
-            energy = sum(shares[qt] / total * groups[qt].candidates.energy_per_request_j[at] for qt, at in rows.items())
-            mixed = Candidates(
-                clock_mhz=first.clock_mhz, max_num_seqs=first.max_num_seqs, variant=first.variant,
-                msrr_rps=1.0 / seconds, energy_per_request_j=energy,
-            )
-            chosen = choose_configuration(mixed, selection)
+            candidates, rows = mixed
+            chosen = choose_configuration(candidates, selection)
             if chosen is not None:
-                choices.append({qt: self._choice(groups[qt], int(at[chosen]), shape, hardware) for qt, at in rows.items()})
+                choices.append({qt: self._choice(groups[qt], int(at[chosen]), shape, hardware)
+                                for qt, at in rows.items()})
         return choices
+
+    def setting_levels(
+        self, model_id: str, shares: Shares, hardware: Hardware, selection: FixedConfiguration
+    ) -> tuple[SettingLevel, ...]:
+        """Every GPU setting the table measured the route's configuration at on a full GPU, where it meets the SLO
+        for all of the route's types: the levels the scaling core may move the route's clock among.
+
+        A level's MSRR is its slowest type's (safe for any mix; the core weighs
+        it by the reported mix), its power the types' mean weighed by `shares`.
+        """
+        groups = self._model_groups(model_id, shares)
+        if groups is None or hardware.whole_shape != FULL_GPU:
+            return ()
+        mixed = self._mixed(groups, shares, FULL_GPU, hardware)
+        if mixed is None:
+            return ()
+        candidates, rows = mixed
+        total = sum(shares.values())
+        levels: dict[tuple[int, int], SettingLevel] = {}
+        for position in np.flatnonzero(configured_rows(candidates, selection) & (candidates.msrr_rps > 0)):
+            key = (int(candidates.clock_mhz[position]), int(candidates.power_limit_w[position]))
+            by_type = {qt: float(groups[qt].candidates.msrr_rps[at[position]]) for qt, at in rows.items()}
+            powers = [float(groups[qt].power_at_msrr_w[at[position]]) for qt, at in rows.items()]
+            known = all(math.isfinite(p) and p > 0 for p in powers)
+            power = math.fsum(shares[qt] / total * p for qt, p in zip(rows, powers)) if known else None
+            level = SettingLevel(setting=setting_of(*key), msrr_rps=min(by_type.values()), msrr_by_type=by_type,
+                                 power_w=power)
+            if key not in levels or level.msrr_rps > levels[key].msrr_rps:
+                levels[key] = level
+        return tuple(levels.values())
+
+    def _mixed(
+        self, groups: dict[QueryType, _Group], shares: Shares, shape: str, hardware: Hardware
+    ) -> tuple[Candidates, dict[QueryType, np.ndarray]] | None:
+        """The configurations measured for every type on the shape, with the mix's MSRR and energy per request,
+        and each type's row positions at them; None where no configuration was measured for all of them."""
+        total = sum(shares.values())
+        on_shape = {qt: np.flatnonzero(_matches(group, shape, hardware)) for qt, group in groups.items()}
+        aligned = _aligned_configurations({qt: _subset(groups[qt].candidates, at) for qt, at in on_shape.items()})
+        if aligned is None:
+            return None
+        first, positions = aligned
+        rows = {qt: on_shape[qt][positions[qt]] for qt in groups}
+        # An infeasible type (MSRR 0) makes the mix's seconds per request infinite, so its MSRR 0.
+        with np.errstate(divide="ignore"):
+            seconds = sum(shares[qt] / total / groups[qt].candidates.msrr_rps[at] for qt, at in rows.items())
+        energy = sum(shares[qt] / total * groups[qt].candidates.energy_per_request_j[at] for qt, at in rows.items())
+        return replace(first, msrr_rps=1.0 / seconds, energy_per_request_j=energy), rows
 
     def why_not(self, model_id: str, query_type: QueryType, shape: str, hardware: Hardware, selection: Selection) -> str:
         """Why a shape offers the type no configuration: no row the selection may use, or none meets the SLO."""
@@ -203,12 +253,14 @@ class CostTable:
         position = int(group.positions[index])
         msrr = float(group.candidates.msrr_rps[index])
         power = float(group.power_at_msrr_w[index])
-        clock = int(group.candidates.clock_mhz[index])
+        setting = setting_of(int(group.candidates.clock_mhz[index]), int(group.candidates.power_limit_w[index]))
         option = ShapeOption(
             shape=shape,
             msrr_rps=msrr,
             power_w=power if math.isfinite(power) and power > 0 else None,
-            clock_mhz=None if clock == DEFAULT_CLOCK else clock,
+            clock_mhz=setting.sm_clock_mhz,
+            power_limit_w=setting.power_limit_w,
+            tensor_parallel_size=int(group.tensor_parallel[index]),
             max_num_seqs=int(group.candidates.max_num_seqs[index]),
             variant=str(group.candidates.variant[index]),
         )
@@ -250,6 +302,8 @@ class CostTable:
         mig = rows["mig_profile"].to_numpy(dtype=object)
         shape = np.where(kind == "mig", mig, np.where(kind == "cpu", CPU, FULL_GPU))
         clock = rows["clock_mhz"].astype("Float64").fillna(DEFAULT_CLOCK).to_numpy(dtype=np.int64)
+        limit = rows["power_limit_w"].astype("Float64").fillna(DEFAULT_POWER_LIMIT).to_numpy(dtype=np.int64)
+        tensor_parallel = rows["tensor_parallel_size"].to_numpy(dtype=np.int64)
         batch = rows["max_num_seqs"].to_numpy(dtype=np.int64)
         variant = rows["variant"].to_numpy(dtype=object)
         accelerator = rows["accelerator_type"].to_numpy(dtype=object)
@@ -264,9 +318,10 @@ class CostTable:
                 shape=shape[at],
                 accelerator_type=accelerator[at],
                 accelerator_unknown=unknown[at],
+                tensor_parallel=tensor_parallel[at],
                 candidates=Candidates(
-                    clock_mhz=clock[at], max_num_seqs=batch[at], variant=variant[at], msrr_rps=msrr[at],
-                    energy_per_request_j=energy[at],
+                    clock_mhz=clock[at], power_limit_w=limit[at], max_num_seqs=batch[at], variant=variant[at],
+                    msrr_rps=msrr[at], energy_per_request_j=energy[at],
                 ),
                 power_at_msrr_w=power[at],
             )
@@ -274,8 +329,10 @@ class CostTable:
 
 
 def _matches(group: _Group, shape: str, hardware: Hardware) -> np.ndarray:
-    """Rows measured on this shape of the hardware's devices; MIG rows of real sweeps carry no accelerator type."""
-    on_shape = group.shape == shape
+    """Rows measured on this shape of the hardware's devices, at its tensor-parallel degree; MIG rows of real sweeps
+    carry no accelerator type."""
+    on_shape = (group.shape == shape) & (
+        group.tensor_parallel == (hardware.tensor_parallel_size if shape == hardware.whole_shape else 1))
     if hardware.accelerator_type is None or shape == CPU:
         return on_shape
     same_device = group.accelerator_type == hardware.accelerator_type
@@ -318,7 +375,8 @@ def route_capacity_at_mix(
         options.append(ShapeOption(
             shape=shape, gpu_fraction=any_choice.option.gpu_fraction, msrr_rps=min(effective.values()),
             msrr_by_type=effective, power_w=power, clock_mhz=any_choice.option.clock_mhz,
-            max_num_seqs=any_choice.option.max_num_seqs, variant=any_choice.option.variant,
+            power_limit_w=any_choice.option.power_limit_w, max_num_seqs=any_choice.option.max_num_seqs,
+            variant=any_choice.option.variant, tensor_parallel_size=any_choice.option.tensor_parallel_size,
         ))
     capacity = RouteCapacity(route=route, options=tuple(options))
     return mix_capacity(capacity, shares) if at_mix else capacity
@@ -350,11 +408,11 @@ def _aligned_configurations(
     types = list(by_type)
     first = by_type[types[0]]
 
-    def keys(candidates: Candidates) -> list[tuple[int, int, str]]:
-        return list(zip(candidates.clock_mhz.tolist(), candidates.max_num_seqs.tolist(),
-                        [str(v) for v in candidates.variant]))
+    def keys(candidates: Candidates) -> list[tuple[int, int, int, str]]:
+        return list(zip(candidates.clock_mhz.tolist(), candidates.power_limit_w.tolist(),
+                        candidates.max_num_seqs.tolist(), [str(v) for v in candidates.variant]))
 
-    index_of: dict[QueryType, dict[tuple[int, int, str], int]] = {qt: {} for qt in types}
+    index_of: dict[QueryType, dict[tuple[int, int, int, str], int]] = {qt: {} for qt in types}
     for qt in types:
         for position, key in enumerate(keys(by_type[qt])):
             index_of[qt].setdefault(key, position)
@@ -370,6 +428,7 @@ def _aligned_configurations(
 def _subset(candidates: Candidates, at: np.ndarray) -> Candidates:
     return Candidates(
         clock_mhz=candidates.clock_mhz[at],
+        power_limit_w=candidates.power_limit_w[at],
         max_num_seqs=candidates.max_num_seqs[at],
         variant=candidates.variant[at],
         msrr_rps=candidates.msrr_rps[at],

@@ -226,7 +226,7 @@ def _candidates(demand: RouteDemand, request: PlanRequest, table: CostTable) -> 
         choice = choices[option.shape]
         power = replicas * choice.curve.power_at(demand.rate_rps / replicas)
         energy_usd = power / WH_PER_KWH * prices.usd_per_kwh if math.isfinite(power) else 0.0
-        usd = replicas * option.gpu_fraction * pool.usd_per_hour + energy_usd
+        usd = replicas * option.gpus * pool.usd_per_hour + energy_usd
         candidates.append(
             _Candidate(pool, choice, replicas, reason, gpus_required(need, capacity), power, usd)
         )
@@ -284,7 +284,7 @@ def _route_plan(demand: RouteDemand, request: PlanRequest, candidate: _Candidate
         trial_id=candidate.choice.trial_id,
         msrr_rps=option.msrr_rps,
         gpus_required=candidate.gpus_required,
-        gpu_equivalents=replicas * option.gpu_fraction,
+        gpu_equivalents=replicas * option.gpus,
         power_w=power,
         p95_s=p95,
         reason=candidate.reason,

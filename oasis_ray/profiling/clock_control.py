@@ -1,15 +1,16 @@
-"""Lock a GPU's SM clock for the length of a trial, and always give it back.
+"""Lock a GPU's SM clock, and cap its power, for the length of a trial, and always give them back.
 
-This is the one place oasis-ray changes a GPU setting, so it is kept apart
-from the read-only NVML reader and bounded by a context manager: the reset
-runs in `finally`, whatever the trial body raises. Where the process may not
-lock clocks (no root, a GPU or driver without locked clocks, no NVML at all)
-the trial still runs, at whatever clock the GPU chooses; the lock reports
-`locked=False` with NVML's reason and the clock it observed, so the cost
-table never files a default-clock measurement under a locked clock.
+A trial's settings are kept apart from the read-only NVML reader and bounded
+by context managers: the reset runs in `finally`, whatever the trial body
+raises. (Serving replicas hold their settings for hours, across calls, as
+leases: oasis_ray.gpu_control.) Where the process may not set a knob (no
+root, a GPU or driver without it, no NVML at all) the trial still runs, at
+whatever the GPU chooses; the lock or cap reports `locked=False` / `set=False`
+with NVML's reason, so the cost table never files a default measurement
+under a setting it did not run at.
 
-An out-of-range clock is not such a case: NVML's InvalidArgument propagates
-and fails the trial, since the sweep asked for a clock this GPU cannot run.
+An out-of-range value is not such a case: NVML's InvalidArgument propagates
+and fails the trial, since the sweep asked for a setting this GPU cannot run.
 """
 
 from __future__ import annotations
@@ -74,3 +75,42 @@ def locked_sm_clock(gpu_index: int, clock_mhz: int | None, nvml: ModuleType | No
 
 def _sm_clock(reader: NvmlReader, gpu_index: int) -> int | None:
     return reader.sample(gpu_index).sm_clock_mhz
+
+
+class PowerCap(BaseModel):
+    """What a trial ran under: the requested power limit, whether it was set, and why not."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requested_w: int | None
+    set: bool
+    note: str | None
+
+
+@contextmanager
+def capped_power(gpu_index: int, power_limit_w: int | None, nvml: ModuleType | None = None) -> Iterator[PowerCap]:
+    """Hold GPU `gpu_index`'s power limit at `power_limit_w` inside the block, then set back the limit it had.
+
+    `power_limit_w=None` changes nothing.
+    """
+    if power_limit_w is None:
+        yield PowerCap(requested_w=None, set=False, note=None)
+        return
+    module: Any = pynvml if nvml is None else nvml
+    try:
+        reader = NvmlReader(module)
+    except NvmlUnavailable as error:
+        yield PowerCap(requested_w=power_limit_w, set=False, note=str(error))
+        return
+    with reader:
+        handle = module.nvmlDeviceGetHandleByIndex(gpu_index)
+        try:
+            previous_mw = module.nvmlDeviceGetPowerManagementLimit(handle)
+            module.nvmlDeviceSetPowerManagementLimit(handle, power_limit_w * 1000)
+        except (module.NVMLError_NoPermission, module.NVMLError_NotSupported) as error:
+            yield PowerCap(requested_w=power_limit_w, set=False, note=f"power limit refused by NVML: {error}")
+            return
+        try:
+            yield PowerCap(requested_w=power_limit_w, set=True, note=None)
+        finally:
+            module.nvmlDeviceSetPowerManagementLimit(handle, previous_mw)

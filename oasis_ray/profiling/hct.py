@@ -113,6 +113,12 @@ class HctRow(BaseModel):
     clock_mhz: int | None = Field(description="The SM clock the sweep asked for; None for default clocks.")
     clock_locked: bool = Field(description="True only if NVML accepted the lock for the whole trial.")
     clock_note: str | None = Field(description="Why the clock was not locked, when one was asked for.")
+    power_limit_w: int | None = Field(None, description="The power limit the sweep asked for (W); None: the default.")
+    power_limit_set: bool = Field(False, description="True only if NVML accepted the limit for the whole trial.")
+    power_limit_note: str | None = Field(None, description="Why the limit was not set, when one was asked for.")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs the engine was sharded over; power and energy are theirs together."
+    )
     max_num_seqs: int
     variant: Variant
     query_type: QueryType
@@ -152,6 +158,11 @@ class HctRow(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> HctRow:
         _check_provenance(self.provenance, self.provenance_note)
+        if self.power_limit_set and self.power_limit_w is None:
+            raise ValueError("power_limit_set: true, but no power_limit_w was asked for")
+        if self.tensor_parallel_size != 1 and self.hardware_kind != "gpu":
+            raise ValueError(f"tensor_parallel_size: {self.tensor_parallel_size} on a {self.hardware_kind} row; "
+                             "only whole GPUs run tensor parallel")
         if math.isnan(self.engine_idle_power_w):
             if not self.engine_idle_power_note:
                 raise ValueError("engine_idle_power_note: say why engine_idle_power_w is unknown")

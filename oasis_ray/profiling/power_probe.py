@@ -49,35 +49,45 @@ class NoPowerProbe:
 
 
 class NvmlPowerProbe:
-    """One whole GPU through an open NvmlReader."""
+    """Whole GPUs through an open NvmlReader: one, or a tensor-parallel trial's N, metered together.
 
-    def __init__(self, reader: NvmlReader, gpu_index: int) -> None:
+    The energy of N GPUs is the sum of their own counters (None if any has
+    none: a partial sum would read as a low figure); the SM clock is the first
+    GPU's, since a trial sets all of them alike.
+    """
+
+    def __init__(self, reader: NvmlReader, gpu_indices: int | tuple[int, ...]) -> None:
         self._reader = reader
-        self._index = gpu_index
-        first = reader.sample(gpu_index)
-        self.device_name: str | None = first.name
+        self._indices = (gpu_indices,) if isinstance(gpu_indices, int) else tuple(gpu_indices)
+        if not self._indices:
+            raise ValueError("gpu_indices: a GPU probe needs at least one GPU")
+        first = [reader.sample(index) for index in self._indices]
+        self.device_name: str | None = first[0].name
         self.driver_version: str | None = reader.driver_version
         self.unavailable_reason: str | None = (
-            "this GPU has no total-energy counter" if "energy_mj" in first.unsupported else None
+            "this GPU has no total-energy counter" if any("energy_mj" in s.unsupported for s in first) else None
         )
 
     def read(self) -> PowerReading:
-        sample = self._reader.sample(self._index)
+        samples = [self._reader.sample(index) for index in self._indices]
+        energies = [sample.energy_mj for sample in samples]
         return PowerReading(
-            timestamp_s=sample.timestamp_s, energy_mj=sample.energy_mj, sm_clock_mhz=sample.sm_clock_mhz
+            timestamp_s=samples[0].timestamp_s,
+            energy_mj=None if any(e is None for e in energies) else sum(e for e in energies if e is not None),
+            sm_clock_mhz=samples[0].sm_clock_mhz,
         )
 
     def close(self) -> None:
         self._reader.close()
 
 
-def open_gpu_probe(gpu_index: int, nvml: ModuleType | None = None) -> PowerProbe:
-    """The GPU's probe, or a NoPowerProbe carrying NVML's reason when NVML cannot be used."""
+def open_gpu_probe(gpu_indices: int | tuple[int, ...], nvml: ModuleType | None = None) -> PowerProbe:
+    """The GPUs' probe, or a NoPowerProbe carrying NVML's reason when NVML cannot be used."""
     try:
         reader = NvmlReader(nvml)
     except NvmlUnavailable as error:
         return NoPowerProbe(f"NVML unavailable: {error}")
-    return NvmlPowerProbe(reader, gpu_index)
+    return NvmlPowerProbe(reader, gpu_indices)
 
 
 def sample_engine_idle(probe: PowerProbe, seconds: float, sleep: Callable[[float], None] = time.sleep) -> EngineIdlePower:

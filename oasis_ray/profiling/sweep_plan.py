@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -44,6 +45,8 @@ class EngineConfig(_Frozen):
     model: SweepModel
     hardware: HardwareTarget
     clock_mhz: int | None
+    power_limit_w: int | None = None
+    tensor_parallel_size: int = 1
     max_num_seqs: int
     variant: Variant
     engine: EngineSettings
@@ -51,9 +54,29 @@ class EngineConfig(_Frozen):
 
     def label(self) -> str:
         clock = f" @{self.clock_mhz}MHz" if self.clock_mhz is not None else ""
+        cap = f" cap {self.power_limit_w}W" if self.power_limit_w is not None else ""
+        tensor_parallel = f" x{self.tensor_parallel_size} TP" if self.tensor_parallel_size > 1 else ""
         return (
-            f"{self.model.model_id} | {self.hardware.label()}{clock} | batch {self.max_num_seqs} | {self.variant.value}"
+            f"{self.model.model_id} | {self.hardware.label()}{tensor_parallel}{clock}{cap} | "
+            f"batch {self.max_num_seqs} | {self.variant.value}"
         )
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """vLLM's arguments: the engine settings, plus the tensor-parallel degree where it is above 1."""
+        extra = {"tensor_parallel_size": self.tensor_parallel_size} if self.tensor_parallel_size > 1 else {}
+        return {**self.engine.engine_kwargs(), **extra}
+
+    def identity_json(self) -> str:
+        """The JSON a trial id hashes: the knobs added after version 1 of the sweep (power limit, tensor
+        parallelism) are left out at their defaults, so trials measured before they existed keep their ids."""
+        dump = self.model_dump(mode="json")
+        for key, default in (("power_limit_w", None), ("tensor_parallel_size", 1)):
+            if dump[key] == default:
+                del dump[key]
+        for key, default in (("power_limits_w", []), ("tensor_parallel_sizes", [1])):
+            if dump["hardware"].get(key, default) == default:
+                dump["hardware"].pop(key, None)
+        return json.dumps(dump, separators=(",", ":"), ensure_ascii=False)
 
 
 class Trial(_Frozen):
@@ -74,11 +97,13 @@ def expand_trials(spec: SweepSpec) -> list[Trial]:
     trials = []
     for model in spec.models:
         for hardware in spec.hardware:
-            for clock, batch, variant in _knob_settings(spec, hardware):
+            for clock, power_limit, tensor_parallel, batch, variant in _knob_settings(spec, hardware):
                 config = EngineConfig(
                     model=model,
                     hardware=hardware,
                     clock_mhz=clock,
+                    power_limit_w=power_limit,
+                    tensor_parallel_size=tensor_parallel,
                     max_num_seqs=batch,
                     variant=variant,
                     engine=spec.engine_settings(batch, variant),
@@ -96,27 +121,36 @@ def expand_trials(spec: SweepSpec) -> list[Trial]:
     return trials
 
 
-def _knob_settings(spec: SweepSpec, hardware: HardwareTarget) -> list[tuple[int | None, int, Variant]]:
-    """(clock, batch, variant) settings; one-at-a-time varies each knob alone from the first values."""
-    clocks: list[int | None] = list(hardware.clocks_mhz) if isinstance(hardware, GpuTarget) else []
-    clocks = clocks or [None]
+Knobs = tuple[int | None, int | None, int, int, Variant]
+"""(clock, power limit, tensor-parallel degree, batch size, variant)."""
+
+
+def _knob_settings(spec: SweepSpec, hardware: HardwareTarget) -> list[Knobs]:
+    """Knob settings; one-at-a-time varies each knob alone from the first values (the baseline)."""
+    gpu = hardware if isinstance(hardware, GpuTarget) else None
+    clocks: list[int | None] = [*gpu.clocks_mhz] if gpu else []
+    limits: list[int | None] = [*gpu.power_limits_w] if gpu else []
+    degrees: list[int] = [*gpu.tensor_parallel_sizes] if gpu else [1]
+    axes: tuple[list[Any], ...] = (clocks or [None], limits or [None], degrees, [*spec.max_num_seqs], [*spec.variants])
     if spec.sweep_mode == "grid":
-        return list(itertools.product(clocks, spec.max_num_seqs, spec.variants))
-    base_clock, base_batch, base_variant = clocks[0], spec.max_num_seqs[0], spec.variants[0]
-    return [
-        (base_clock, base_batch, base_variant),
-        *((clock, base_batch, base_variant) for clock in clocks[1:]),
-        *((base_clock, batch, base_variant) for batch in spec.max_num_seqs[1:]),
-        *((base_clock, base_batch, variant) for variant in spec.variants[1:]),
-    ]
+        return [(c, p, t, b, v) for c, p, t, b, v in itertools.product(*axes)]
+    base = tuple(axis[0] for axis in axes)
+    settings = [base]
+    for position, axis in enumerate(axes):
+        settings += [base[:position] + (value,) + base[position + 1:] for value in axis[1:]]
+    return settings  # type: ignore[return-value]
 
 
 def _trial_id(fields: dict[str, Any]) -> str:
     """The timeout is left out: it decides whether a trial finishes, not what it measures."""
-    canonical = "|".join(
-        f"{name}={value.model_dump_json() if isinstance(value, BaseModel) else value!r}"
-        for name, value in sorted(fields.items())
-    )
+
+    def text(value: Any) -> str:
+        if isinstance(value, EngineConfig):
+            return value.identity_json()
+        return value.model_dump_json() if isinstance(value, BaseModel) else value
+
+    # The repr of the JSON text, as the first ids were hashed.
+    canonical = "|".join(f"{name}={text(value)!r}" for name, value in sorted(fields.items()))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -129,15 +163,16 @@ def group_by_engine(trials: list[Trial]) -> list[tuple[EngineConfig, list[Trial]
     return list(groups.values())
 
 
-def trial_resources(hardware: HardwareTarget) -> dict[str, Any]:
-    """Ray actor options asking for exactly the device the trial profiles, and nothing else.
+def trial_resources(hardware: HardwareTarget, tensor_parallel_size: int = 1) -> dict[str, Any]:
+    """Ray actor options asking for exactly the devices the trial profiles, and nothing else.
 
-    A trial holds its device for its whole engine lifetime, so two trials
+    A trial holds its devices for its whole engine lifetime, so two trials
     never share a GPU or a MIG slice and their measurements cannot disturb
-    each other; on CPU, Ray packs trials by `num_cpus`.
+    each other; on CPU, Ray packs trials by `num_cpus`. A tensor-parallel
+    trial holds its N GPUs in one actor, so they are on one node.
     """
     if isinstance(hardware, GpuTarget):
-        options: dict[str, Any] = {"num_cpus": hardware.num_cpus, "num_gpus": 1}
+        options: dict[str, Any] = {"num_cpus": hardware.num_cpus, "num_gpus": tensor_parallel_size}
         if hardware.accelerator_type:
             options["accelerator_type"] = hardware.accelerator_type
         return options

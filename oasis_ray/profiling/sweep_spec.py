@@ -81,18 +81,31 @@ class CpuTarget(_Strict):
 
 
 class GpuTarget(_Strict):
-    """One whole GPU, of `accelerator_type` when given (Ray's names: A100, H100, L4, ...)."""
+    """Whole GPUs of `accelerator_type` when given (Ray's names: A100, H100, L4, ...): one, or N tensor parallel."""
 
     kind: Literal["gpu"]
     accelerator_type: str | None = None
     clocks_mhz: list[PositiveInt] = Field(
         default_factory=list, description="SM clocks to lock during trials; empty profiles the default clocks."
     )
+    power_limits_w: list[PositiveInt] = Field(
+        default_factory=list, description="Power limits (W) to set during trials; empty profiles the default limit."
+    )
+    tensor_parallel_sizes: list[PositiveInt] = Field(
+        default_factory=lambda: [1],
+        description="GPUs per engine (vLLM tensor parallelism); a trial holds that many GPUs of one node.",
+    )
     num_cpus: float = Field(1.0, gt=0, description="CPU cores for the trial process that drives the engine.")
 
     @model_validator(mode="after")
-    def _distinct_clocks(self) -> GpuTarget:
-        problems = _duplicates("clocks_mhz[{i}]", self.clocks_mhz)
+    def _distinct_settings(self) -> GpuTarget:
+        problems = [
+            *_duplicates("clocks_mhz[{i}]", self.clocks_mhz),
+            *_duplicates("power_limits_w[{i}]", self.power_limits_w),
+            *_duplicates("tensor_parallel_sizes[{i}]", self.tensor_parallel_sizes),
+        ]
+        if not self.tensor_parallel_sizes:
+            problems.append("tensor_parallel_sizes: list at least one degree (1 for one GPU per engine)")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -104,8 +117,9 @@ class GpuTarget(_Strict):
 class MigTarget(_Strict):
     """One MIG slice, scheduled through the `MIG-<profile>` resource that `python -m oasis_ray.telemetry.mig` sets up.
 
-    No clock list: locked clocks apply to the whole physical GPU, and so to every
-    other slice on it, which one slice's trial has no right to change.
+    No clock or power-limit list: both apply to the whole physical GPU, and so to
+    every other slice on it, which one slice's trial has no right to change; and
+    no tensor parallelism, since an engine holds one slice.
     """
 
     kind: Literal["mig"]

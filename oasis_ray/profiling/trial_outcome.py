@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from oasis_ray.profiling.clock_control import ClockLock
+from oasis_ray.profiling.clock_control import ClockLock, PowerCap
 from oasis_ray.profiling.hct import (
     HCT_SCHEMA_VERSION,
     HardwareCostTable,
@@ -70,6 +70,8 @@ def _identity(trial: Trial, run_id: str) -> dict[str, object]:
         "mig_profile": hardware.mig_profile if isinstance(hardware, MigTarget) else None,
         "num_cpus": hardware.num_cpus,
         "clock_mhz": config.clock_mhz,
+        "power_limit_w": config.power_limit_w,
+        "tensor_parallel_size": config.tensor_parallel_size,
         "max_num_seqs": config.max_num_seqs,
         "variant": config.variant,
         "query_type": trial.query.type,
@@ -86,6 +88,7 @@ def measured_outcome(
     run_id: str,
     result: SearchResult,
     clock: ClockLock,
+    cap: PowerCap,
     device: DeviceInfo,
     engine_idle: EngineIdlePower,
     engine_start_s: float,
@@ -107,6 +110,8 @@ def measured_outcome(
         driver_version=device.driver_version,
         clock_locked=clock.locked,
         clock_note=clock.note,
+        power_limit_set=cap.set,
+        power_limit_note=cap.note,
         msrr_capped=result.capped,
         power_available=power_available,
         power_note=None if power_available else device.power_note or "no power reading at the MSRR",

@@ -32,6 +32,17 @@ also postpones the next scale-down; this is what stops a bursty rate from
 flapping. Under-provision therefore lasts at most `upscale_cooldown_s`, or
 for good at max_replicas, which the record says.
 
+GPU settings (clock, power limit), where the full-GPU option offers levels
+(oasis_ray.scaling.allocation sizes at the cheapest one): a plan that differs
+from the current one only in its setting is a `set_clock`. A raise is taken
+at once, whatever the cooldowns, since it takes effect at once and costs no
+start-up; a lowering waits `clock_cooldown_s` and the same hysteresis band as
+a scale-down. The setting the replicas are told (`RouteTarget.setting`) is
+the plan's, except while the plan is short of the need (a scale-up waiting
+for its cooldown or its replicas to start, or capped at max_replicas): then
+the fastest level, so a rise is met by the clock first and by new replicas
+when they are up.
+
 Make before break: when the plan moves to another shape (a MIG slice to a full
 GPU, or back), the core keeps the old shape's replicas targeted until the
 running replicas it is given show every planned replica of the new shape, then
@@ -49,6 +60,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from oasis_ray.device_setting import DeviceSetting
 from oasis_ray.scaling.allocation import Allocation, Sizing, size_route
 from oasis_ray.scaling.settings import RouteLimits, ScalingConfig
 from oasis_ray.scaling.forecast import ForecasterState, advance_forecast
@@ -94,12 +106,14 @@ class TickInput(BaseModel):
 
 
 class RouteTarget(BaseModel):
-    """Replicas per shape for every shape of the route, zeros included, so the adapter sets each deployment."""
+    """Replicas per shape for every shape of the route, zeros included, so the adapter sets each deployment;
+    and the GPU setting its full-GPU replicas run at (None: the route has no levels, or the mode is advisory)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     replicas: dict[str, int]
     record: ScalingRecord
+    setting: DeviceSetting | None = None
 
 
 class Decision(BaseModel):
@@ -111,8 +125,13 @@ class Decision(BaseModel):
         return {route: target.replicas for route, target in self.routes.items()}
 
     def changes(self) -> list[ScalingRecord]:
-        """The records worth a log line: those that moved, or in advisory mode would have moved, a count."""
+        """The records worth a log line: those that moved, or in advisory mode would have moved, a count or a
+        GPU setting."""
         return [target.record for target in self.routes.values() if target.record.changed]
+
+    def settings(self) -> dict[str, DeviceSetting]:
+        """The GPU setting of every route that has one to apply."""
+        return {route: target.setting for route, target in self.routes.items() if target.setting is not None}
 
 
 @dataclass(frozen=True)
@@ -174,10 +193,14 @@ def _decide_route(tick: TickInput, capacity: RouteCapacity) -> tuple[RouteTarget
     if config.advisory:
         reason = ADVISORY_PREFIX + reason
 
-    record = _record(route, action, config.advisory, reading, plan, capacity, targets_before, targets, reason)
+    setting = _told_setting(plan, capacity, current, reading)
+    setting_before = previous.told if previous and previous.advisory == config.advisory else None
+    record = _record(route, action, config.advisory, reading, plan, capacity, targets_before, targets, reason,
+                     setting_before, setting)
     every_shape = {option.shape for option in capacity.options} | set(current) | set(targets_before)
     applied = current if config.advisory else targets
-    route_target = RouteTarget(replicas={shape: applied.get(shape, 0) for shape in sorted(every_shape)}, record=record)
+    route_target = RouteTarget(replicas={shape: applied.get(shape, 0) for shape in sorted(every_shape)}, record=record,
+                               setting=None if config.advisory else setting)
     state = RouteState(
         plan=plan,
         targets=targets,
@@ -185,6 +208,7 @@ def _decide_route(tick: TickInput, capacity: RouteCapacity) -> tuple[RouteTarget
         idle_since_s=idle_since_s,
         forecaster=forecaster,
         advisory=config.advisory,
+        told=setting,
     )
     return route_target, state
 
@@ -199,6 +223,17 @@ def _history_applies(previous: RouteState | None, now_s: float, advisory: bool) 
     if previous is None or previous.advisory != advisory:
         return False
     return previous.changed_at_s is None or _not_after(previous.changed_at_s, now_s)
+
+
+def _told_setting(plan: Allocation, capacity: RouteCapacity, current: dict[str, int],
+                  reading: _Reading | None) -> DeviceSetting | None:
+    """The setting full-GPU replicas run at: the plan's, or the fastest while the plan is short of the need."""
+    option = capacity.option(plan.shape)
+    if option is None or not option.levels or plan.replicas == 0:
+        return None
+    short = current.get(plan.shape, 0) < plan.replicas or (
+        reading is not None and reading.need_rps > capacity.serving_rps(plan.as_replicas(), plan.setting))
+    return option.fastest_level.setting if short else option.level(plan.setting).setting
 
 
 def _plan_from_running(current: dict[str, int], capacity: RouteCapacity) -> Allocation:
@@ -257,9 +292,12 @@ def _judge(
     sizing_note = reading.sizing.explanation
     if _same_plan(wanted, before):
         return _Judgement("hold", before, f"plan unchanged: {sizing_note}")
-    serving = capacity.serving_rps(before.as_replicas())
-    direction: Action = "scale_up" if capacity.serving_rps(wanted.as_replicas()) > serving else "scale_down"
+    serving = capacity.serving_rps(before.as_replicas(), before.setting)
     need = reading.need_rps
+    if wanted.shape == before.shape and wanted.replicas == before.replicas:
+        return _judge_setting(before, wanted, serving, need, capacity, config, changed_at_s, now_s, sizing_note)
+    direction: Action = "scale_up" if capacity.serving_rps(wanted.as_replicas(), wanted.setting) > serving \
+        else "scale_down"
     if before.replicas == 0:
         return _Judgement(direction, wanted, f"scale from zero: {sizing_note}")
     if capacity.option(before.shape) is None:
@@ -278,7 +316,7 @@ def _judge(
     if wanted.replicas == 0:
         surplus = "no traffic"
     else:
-        smaller = capacity.serving_rps(wanted.as_replicas())
+        smaller = capacity.serving_rps(wanted.as_replicas(), wanted.setting)
         floor = smaller * (1 - config.hysteresis)
         if need >= floor:
             band = (f"need {need:.4g} rps would leave the smaller plan ({smaller:.4g} rps) less than "
@@ -290,6 +328,26 @@ def _judge(
     if wait_s > 0:
         return _Judgement("hold", before, f"downscale cooldown, {wait_s:.4g}s left: {surplus}")
     return _Judgement(direction, wanted, f"{surplus}; {sizing_note}")
+
+
+def _judge_setting(before: Allocation, wanted: Allocation, serving: float, need: float, capacity: RouteCapacity,
+                   config: ScalingConfig, changed_at_s: float | None, now_s: float, sizing_note: str) -> _Judgement:
+    """Same replicas, another GPU setting: a raise at once, a lowering after the clock cooldown and hysteresis."""
+    option = capacity.option(wanted.shape)
+    assert option is not None
+    target = option.level(wanted.setting).setting.describe()
+    after = capacity.serving_rps(wanted.as_replicas(), wanted.setting)
+    if after >= serving:
+        return _Judgement("set_clock", wanted, f"to {target} at once (a setting takes effect without a start-up); "
+                                               f"{sizing_note}")
+    floor = after * (1 - config.hysteresis)
+    if need >= floor:
+        return _Judgement("hold", before, f"need {need:.4g} rps would leave {target} ({after:.4g} rps) less than "
+                                          f"{config.hysteresis:g} spare (hysteresis); keeping {serving:.4g} rps")
+    wait_s = _cooldown_left(config.clock_cooldown_s, changed_at_s, now_s)
+    if wait_s > 0:
+        return _Judgement("hold", before, f"clock cooldown, {wait_s:.4g}s left: {target} would serve the need")
+    return _Judgement("set_clock", wanted, f"need {need:.4g} rps below {floor:.4g} at {target}; {sizing_note}")
 
 
 def _make_before_break(
@@ -324,20 +382,24 @@ def _record(
     targets_before: dict[str, int],
     targets: dict[str, int],
     reason: str,
+    setting_before: DeviceSetting | None,
+    setting: DeviceSetting | None,
 ) -> ScalingRecord:
     """Algorithm 1's numbers when there was a rate to size for, else the plan kept."""
+    settings = {"setting_before": setting_before, "setting_after": setting}
     if reading is None:
         kept = capacity.option(plan.shape)
         return ScalingRecord(
             route=route, action=action, advisory=advisory, observed_rps=None, forecast_rps=None, need_rps=None,
             gpus_required=None, chosen_shape=plan.shape, chosen_replicas=plan.replicas,
-            msrr_rps=kept.msrr_rps if kept else None, replicas_before=targets_before, replicas_after=targets,
-            reason=reason,
+            msrr_rps=kept.level(plan.setting).msrr_rps if kept else None, replicas_before=targets_before,
+            replicas_after=targets, reason=reason, **settings,
         )
     sizing = reading.sizing
     return ScalingRecord(
         route=route, action=action, advisory=advisory, observed_rps=reading.observed_rps,
         forecast_rps=reading.forecast_rps, need_rps=reading.need_rps, gpus_required=sizing.gpus_required,
         chosen_shape=sizing.allocation.shape, chosen_replicas=sizing.allocation.replicas,
-        msrr_rps=sizing.option.msrr_rps, replicas_before=targets_before, replicas_after=targets, reason=reason,
+        msrr_rps=sizing.option.level(sizing.allocation.setting).msrr_rps, replicas_before=targets_before,
+        replicas_after=targets, reason=reason, **settings,
     )

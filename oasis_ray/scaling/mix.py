@@ -42,10 +42,14 @@ def mix_msrr(msrr_by_type: Mapping[QueryType, float], rates: Mapping[QueryType, 
 
 
 def mix_option(option: ShapeOption, rates: Mapping[QueryType, float]) -> ShapeOption:
-    """The option at the mix; an option that knows only its route MSRR is left as it is."""
+    """The option, and each of its GPU-setting levels, at the mix; what knows only its route MSRR is left as it is."""
+    levels = tuple(
+        level.model_copy(update={"msrr_rps": mix_msrr(level.msrr_by_type, rates)}) if level.msrr_by_type else level
+        for level in option.levels
+    )
     if not option.msrr_by_type:
-        return option
-    return option.model_copy(update={"msrr_rps": mix_msrr(option.msrr_by_type, rates)})
+        return option.model_copy(update={"levels": levels})
+    return option.model_copy(update={"msrr_rps": mix_msrr(option.msrr_by_type, rates), "levels": levels})
 
 
 def mix_capacity(capacity: RouteCapacity, rates: Mapping[QueryType, float]) -> RouteCapacity:

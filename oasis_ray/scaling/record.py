@@ -12,7 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Action = Literal["scale_up", "scale_down", "finish_move", "hold"]
+from oasis_ray.device_setting import DeviceSetting
+
+Action = Literal["scale_up", "scale_down", "finish_move", "set_clock", "hold"]
 
 _NO_VALUE = "-"
 _NO_REPLICAS = "0"
@@ -42,7 +44,8 @@ def _render_value(value: str | float | int | bool | None) -> str:
 
 
 class ScalingRecord(BaseModel):
-    """`replicas_after` is what the policy targets, or in advisory mode what it would have targeted."""
+    """`replicas_after` is what the policy targets, or in advisory mode what it would have targeted;
+    `setting_after` likewise the GPU setting of a route whose full-GPU shape has levels (None: no levels)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -59,11 +62,14 @@ class ScalingRecord(BaseModel):
     replicas_before: dict[str, int]
     replicas_after: dict[str, int]
     reason: str
+    setting_before: DeviceSetting | None = None
+    setting_after: DeviceSetting | None = None
 
     @property
     def changed(self) -> bool:
-        """Whether this tick moved (or in advisory mode would have moved) any replica count."""
-        return running_replicas(self.replicas_before) != running_replicas(self.replicas_after)
+        """Whether this tick moved (or in advisory mode would have moved) any replica count or GPU setting."""
+        return (running_replicas(self.replicas_before) != running_replicas(self.replicas_after)
+                or self.setting_before != self.setting_after)
 
     def log_line(self) -> str:
         """logfmt: key=value pairs, floats to 4 significant digits, '-' for unknown, quoted where needed."""
@@ -80,6 +86,9 @@ class ScalingRecord(BaseModel):
             ("msrr_rps", self.msrr_rps),
             ("before", _render_replicas(self.replicas_before)),
             ("after", _render_replicas(self.replicas_after)),
-            ("reason", self.reason),
         ]
+        if self.setting_after is not None:
+            setting = self.setting_after
+            fields += [("clock_mhz", setting.sm_clock_mhz), ("power_limit_w", setting.power_limit_w)]
+        fields.append(("reason", self.reason))
         return " ".join(f"{key}={_render_value(value)}" for key, value in fields)

@@ -88,6 +88,10 @@ class ScalingConfig(BaseModel):
     )
     upscale_cooldown_s: float = Field(30.0, ge=0, description="Least time after any change before a scale-up.")
     downscale_cooldown_s: float = Field(300.0, ge=0, description="Least time after any change before a scale-down.")
+    clock_cooldown_s: float = Field(
+        30.0, ge=0, description="Least time after any change before a route's GPU setting is lowered; raising it "
+                                "takes effect at once (no replica to start), so it waits for nothing.",
+    )
     advisory: bool = Field(False, description="Compute and report decisions but leave replica counts as they are.")
     forecast: ForecastConfig = Field(default_factory=ReactiveForecast)
     default_limits: RouteLimits = Field(default_factory=RouteLimits)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from oasis_ray.device_setting import DeviceSetting
 from oasis_ray.scaling.allocation import Allocation
 from oasis_ray.scaling.forecast import ForecasterState
 
@@ -29,6 +30,7 @@ class RouteState(BaseModel):
     advisory: bool = Field(
         False, description="Whether the plan is a shadow; a plan from the other mode is not comparable and is dropped."
     )
+    told: DeviceSetting | None = Field(None, description="The GPU setting the route's replicas were last told.")
 
 
 class ScalingState(BaseModel):

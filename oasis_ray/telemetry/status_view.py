@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
 
+from oasis_ray.device_setting import ClockControl
+from oasis_ray.gpu_control.keeper import LeaseStatus
 from oasis_ray.telemetry.gpu_sampler import UNAVAILABLE
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.record import ScalingRecord, running_replicas
@@ -57,6 +59,10 @@ class StatusSnapshot(_Strict):
     scaling: list[ScalingRecord] = Field(description="The last decisions, oldest first.")
     gpus: list[GpuStatus]
     gpu_status: dict[str, str] = Field(description="Per node, as Telemetry.gpu_status() gives it.")
+    clock_control: ClockControl = Field("advisory", description="Whether replicas apply their GPU settings.")
+    gpu_settings: list[LeaseStatus] = Field(
+        default_factory=list, description="Each replica's GPU-settings lease, as its node's keeper holds it."
+    )
 
     @model_validator(mode="after")
     def _gpus_come_from_reporting_nodes(self) -> StatusSnapshot:
@@ -74,6 +80,7 @@ def render_status(snapshot: StatusSnapshot) -> str:
         _section("Query types", _query_types(snapshot.query_types)),
         _section("Last scaling decisions", [record.log_line() for record in snapshot.scaling] or ["none yet"]),
         _section("GPUs", _gpus(snapshot)),
+        _section(f"GPU settings (clock_control: {snapshot.clock_control})", _gpu_settings(snapshot)),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -130,6 +137,14 @@ def _gpus(snapshot: StatusSnapshot) -> list[str]:
         measured = not status.startswith(UNAVAILABLE)
         lines.append(f"node {node}: {status}" if measured else f"node {node}: power and energy {status}")
     return lines
+
+
+def _gpu_settings(snapshot: StatusSnapshot) -> list[str]:
+    if snapshot.clock_control == "off":
+        return ["off: replicas set nothing and report nothing"]
+    lines = [line for status in sorted(snapshot.gpu_settings, key=lambda s: (s.route, s.shape, s.holder))
+             for line in status.lines()]
+    return lines or ["no replica has reported its setting yet"]
 
 
 def _number(value: float | None, spec: str) -> str:
