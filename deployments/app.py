@@ -6,6 +6,7 @@ a Ray Serve LLM deployment, and the classifying ingress is bound to their handle
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,12 @@ from ray.serve.llm.ingress import make_fastapi_ingress
 from deployments.ingress import ENDPOINTS, OasisIngress, make_http_app
 from deployments.llm_routes import build_route_deployments
 from oasis_ray.config import EMBEDDED_SOURCE, INGRESS_DEPLOYMENT, ModelConfig, OasisAppConfig, check_against_model, parse_config
-from oasis_ray.costs.source import CapacitySource
+from oasis_ray.costs.intent_config import apply_intents, intent_targets
+from oasis_ray.costs.source import CapacitySource, read_cost_table
 from oasis_ray.embedded_model import build_embedded_model
+from oasis_ray.intent_routing import IntentTargets
+
+logger = logging.getLogger("ray.serve")
 
 
 def resolve_source(model: ModelConfig) -> str:
@@ -30,14 +35,22 @@ def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
     sources = {m.model_id: resolve_source(m) for m in config.models}
     check_against_model(config, {mid: Path(src) for mid, src in sources.items() if Path(src).is_dir()})
     policy_driven = config.autoscaling is not None
-    # Refuses, naming the route, a table that cannot size every route; the ingress gets the table's SLO.
-    slo = CapacitySource(config).slo_p95_e2e_s if policy_driven else None
+    table = read_cost_table(config)
+    targets = None
+    if table is not None:
+        # Each route's intent picks its engine settings; refuses, naming the route, a table that cannot answer it.
+        config, choices = apply_intents(config, table)
+        for choice in choices:
+            logger.info("oasis intent %s", choice.log_line())
+        targets = intent_targets(config, table)
+    if policy_driven:
+        CapacitySource(config)  # refuses, naming the route, a table that cannot size every route
     shape_apps = {
         route.key: build_route_deployments(route, sources[route.model], config.engine_env_vars, policy_driven,
                                             config.telemetry)
         for route in config.routes
     }
-    return build_ingress(config, sources, shape_apps, slo)
+    return build_ingress(config, sources, shape_apps, table.slo_p95_e2e_s if table else None, targets)
 
 
 def build_ingress(
@@ -45,8 +58,12 @@ def build_ingress(
     model_sources: dict[str, str],
     shape_targets: dict[str, dict[str, Application | DeploymentHandle]],
     slo_p95_e2e_s: float | None = None,
+    intent_targets: IntentTargets | None = None,
 ) -> Application:
-    """The classifying ingress over route deployments: built here, or handles to another app's (benchmarks)."""
+    """The classifying ingress over route deployments: built here, or handles to another app's (benchmarks).
+
+    `intent_targets`: the deployed routes' figures per-request intents rank (None: the app has no cost table).
+    """
     ingress_cls = make_fastapi_ingress(OasisIngress, endpoint_map=ENDPOINTS, app=make_http_app(config))
     replicas: dict[str, Any] = {"num_replicas": config.ingress_replicas}
     if config.autoscaling is not None:
@@ -64,4 +81,4 @@ def build_ingress(
         **replicas,
     )
     return ingress.bind(config=config, model_sources=model_sources, shape_handles=shape_targets,
-                       slo_p95_e2e_s=slo_p95_e2e_s)
+                       slo_p95_e2e_s=slo_p95_e2e_s, intent_targets=intent_targets)
