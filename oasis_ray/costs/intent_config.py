@@ -29,6 +29,7 @@ args in Serve's controller) size the same configuration.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -60,9 +61,10 @@ class RouteIntentChoice:
 
     def log_line(self) -> str:
         c = self.chosen
+        energy = f"{c.energy_per_request_j:.4g}" if math.isfinite(c.energy_per_request_j) else "unavailable"
         return (f"route={self.route} intent={self.intent.value} max_num_seqs={c.configuration.max_num_seqs} "
                 f"variant={c.configuration.variant} clock_mhz={c.clock_mhz or 'default'} msrr_rps={c.msrr_rps:.4g} "
-                f"p95_unloaded_s={c.p95_unloaded_s:.4g} energy_j_per_request={c.energy_per_request_j:.4g}")
+                f"p95_unloaded_s={c.p95_unloaded_s:.4g} energy_j_per_request={energy}")
 
 
 def apply_intents(config: OasisAppConfig, table: CostTable) -> tuple[OasisAppConfig, list[RouteIntentChoice]]:
