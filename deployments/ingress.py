@@ -207,8 +207,12 @@ class OasisIngress(OpenAiIngress):
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    def _admit(self, body: CompletionRequest | ChatCompletionRequest, intent: Intent) -> RouteDecision:
-        """Settle model and output budget on the body itself, so engine and classifier agree."""
+    def _admit(self, body: CompletionRequest | ChatCompletionRequest, intent: Intent,
+               intent_field: str = INTENT_HEADER) -> RouteDecision:
+        """Settle model and output budget on the body itself, so engine and classifier agree.
+
+        `intent_field` names where the intent came from in a refusal (the header, or the handle API's field).
+        """
         model_id = self._router.resolve_model(body.model)
         body.model = model_id
         counter = self._counters[model_id]
@@ -222,7 +226,7 @@ class OasisIngress(OpenAiIngress):
             input_tokens = counter.count_prompt(body.prompt)
         if budget is None:
             budget = body.max_tokens = self._config.default_max_tokens
-        decision = self._with_intent(self._router.decide(model_id, input_tokens, budget), intent)
+        decision = self._with_intent(self._router.decide(model_id, input_tokens, budget), intent, intent_field)
         logger.info(
             "oasis route model=%s query_type=%s route=%s input_tokens=%d max_tokens=%d intent=%s shape=%s",
             decision.model_id, decision.query_type.value, decision.route, decision.input_tokens,
@@ -230,13 +234,13 @@ class OasisIngress(OpenAiIngress):
         )
         return decision
 
-    def _with_intent(self, decision: RouteDecision, intent: Intent) -> RouteDecision:
+    def _with_intent(self, decision: RouteDecision, intent: Intent, intent_field: str) -> RouteDecision:
         """The running (route, shape) the request's intent prefers, from the cached replica view; never a new one."""
         if intent is Intent.SLO:
             return decision
         if self._intent_targets is None:
-            raise OasisRequestError(400, f"{INTENT_HEADER}: '{intent.value}' needs the app's cost table "
-                                         "(hct_path), and this app has none", param=INTENT_HEADER)
+            raise OasisRequestError(400, f"{intent_field}: '{intent.value}' needs the app's cost table "
+                                         "(hct_path), and this app has none", param=intent_field)
         self._running.refresh_soon()
         running = {route.name: self._running.counts(route.key) for route in self._config.routes
                    if route.model == decision.model_id}
@@ -409,7 +413,7 @@ class OasisIngress(OpenAiIngress):
             body = CompletionRequest(prompt=request.prompt, **common)
             method = "completions"
         try:
-            decision = self._admit(body, request.intent)
+            decision = self._admit(body, request.intent, intent_field="intent")
         except OasisRequestError as error:
             self._refuse(error, started)
             raise
