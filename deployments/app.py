@@ -6,6 +6,7 @@ a Ray Serve LLM deployment, and the classifying ingress is bound to their handle
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,14 @@ from oasis_ray.config import (
     check_against_model,
     parse_config,
 )
+from oasis_ray.costs.intent_config import apply_intents, intent_targets
+from oasis_ray.costs.source import CapacitySource, read_cost_table
 from oasis_ray.device_setting import DeviceSetting
 from oasis_ray.scaling.shapes import FULL_GPU, RouteCapacity
-from oasis_ray.costs.source import CapacitySource
 from oasis_ray.embedded_model import build_embedded_model
+from oasis_ray.intent_routing import IntentTargets
+
+logger = logging.getLogger("ray.serve")
 
 
 def resolve_source(model: ModelConfig) -> str:
@@ -40,9 +45,16 @@ def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
     sources = {m.model_id: resolve_source(m) for m in config.models}
     check_against_model(config, {mid: Path(src) for mid, src in sources.items() if Path(src).is_dir()})
     policy_driven = config.autoscaling is not None
-    # Refuses, naming the route, a table that cannot size every route; the ingress gets the table's SLO.
+    table = read_cost_table(config)
+    targets = None
+    if table is not None:
+        # Each route's intent picks its engine settings; refuses, naming the route, a table that cannot answer it.
+        config, choices = apply_intents(config, table)
+        for choice in choices:
+            logger.info("oasis intent %s", choice.log_line())
+        targets = intent_targets(config, table)
+    # Refuses, naming the route, a table that cannot size every route.
     capacity = CapacitySource(config) if policy_driven else None
-    slo = capacity.slo_p95_e2e_s if capacity else None
     table_settings = _table_settings(capacity.capacities()) if capacity and config.clock_control == "apply" else {}
     shape_apps = {
         route.key: build_route_deployments(route, sources[route.model], config.engine_env_vars, policy_driven,
@@ -50,7 +62,7 @@ def build_app(args: dict[str, Any] | OasisAppConfig) -> Application:
                                             start_settings(route, table_settings.get(route.key)))
         for route in config.routes
     }
-    return build_ingress(config, sources, shape_apps, slo)
+    return build_ingress(config, sources, shape_apps, table.slo_p95_e2e_s if table else None, targets)
 
 
 def _table_settings(capacities: tuple[RouteCapacity, ...]) -> dict[str, DeviceSetting]:
@@ -71,8 +83,12 @@ def build_ingress(
     model_sources: dict[str, str],
     shape_targets: dict[str, dict[str, Application | DeploymentHandle]],
     slo_p95_e2e_s: float | None = None,
+    intent_targets: IntentTargets | None = None,
 ) -> Application:
-    """The classifying ingress over route deployments: built here, or handles to another app's (benchmarks)."""
+    """The classifying ingress over route deployments: built here, or handles to another app's (benchmarks).
+
+    `intent_targets`: the deployed routes' figures per-request intents rank (None: the app has no cost table).
+    """
     ingress_cls = make_fastapi_ingress(OasisIngress, endpoint_map=ENDPOINTS, app=make_http_app(config))
     replicas: dict[str, Any] = {"num_replicas": config.ingress_replicas}
     if config.autoscaling is not None:
@@ -90,4 +106,4 @@ def build_ingress(
         **replicas,
     )
     return ingress.bind(config=config, model_sources=model_sources, shape_handles=shape_targets,
-                       slo_p95_e2e_s=slo_p95_e2e_s)
+                       slo_p95_e2e_s=slo_p95_e2e_s, intent_targets=intent_targets)

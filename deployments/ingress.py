@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -43,6 +44,8 @@ from deployments.observed_response import StreamObservation, completion_tokens, 
 from deployments.running_replicas import RunningReplicas
 from oasis_ray.api import GenerateRequest, GenerateResponse, OasisRequestError
 from oasis_ray.config import AutoscalingSettings, OasisAppConfig, route_key
+from oasis_ray.intent_routing import IntentTargets, parse_intent
+from oasis_ray.intents import INTENT_HEADER, Intent
 from oasis_ray.query_types import QueryType
 from oasis_ray.request_rates import RateWindow
 from oasis_ray.routing import QueryRouter, RouteDecision
@@ -119,9 +122,12 @@ class OasisIngress(OpenAiIngress):
         model_sources: dict[str, str],
         shape_handles: dict[str, dict[str, DeploymentHandle]],
         slo_p95_e2e_s: float | None = None,
+        intent_targets: IntentTargets | None = None,
     ):
-        """`slo_p95_e2e_s`: the cost table's SLO, which the status view checks latency against (None: no table)."""
+        """`slo_p95_e2e_s`: the cost table's SLO, which the status view checks latency against (None: no table);
+        `intent_targets`: the deployed routes' figures that per-request intents rank (None: no table)."""
         self._config = config
+        self._intent_targets = intent_targets
         self._router = QueryRouter(config)
         self._shape_handles = {
             key: {shape: handle.options(stream=True) for shape, handle in shapes.items()}
@@ -175,11 +181,15 @@ class OasisIngress(OpenAiIngress):
     def _choose_target(self, decision: RouteDecision) -> tuple[str, str]:
         """Count the request for the autoscaler and pick the shape whose replicas serve it.
 
-        Only a route with several shapes needs the replica counts to choose.
+        Only a route with several shapes needs the replica counts to choose. The
+        request counts under its query type's configured route even when an
+        intent sent it elsewhere: the autoscaler sizes routes for the types they serve.
         """
         self._type_rates.record(_type_key(decision.model_id, decision.query_type), time.monotonic())
         key = route_key(decision.model_id, decision.route)
         shapes = self._shape_handles[key]
+        if decision.shape is not None:
+            return key, decision.shape
         if len(shapes) == 1:
             return key, next(iter(shapes))
         self._running.refresh_soon()
@@ -197,8 +207,12 @@ class OasisIngress(OpenAiIngress):
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    def _admit(self, body: CompletionRequest | ChatCompletionRequest) -> RouteDecision:
-        """Settle model and output budget on the body itself, so engine and classifier agree."""
+    def _admit(self, body: CompletionRequest | ChatCompletionRequest, intent: Intent,
+               intent_field: str = INTENT_HEADER) -> RouteDecision:
+        """Settle model and output budget on the body itself, so engine and classifier agree.
+
+        `intent_field` names where the intent came from in a refusal (the header, or the handle API's field).
+        """
         model_id = self._router.resolve_model(body.model)
         body.model = model_id
         counter = self._counters[model_id]
@@ -212,13 +226,31 @@ class OasisIngress(OpenAiIngress):
             input_tokens = counter.count_prompt(body.prompt)
         if budget is None:
             budget = body.max_tokens = self._config.default_max_tokens
-        decision = self._router.decide(model_id, input_tokens, budget)
+        decision = self._with_intent(self._router.decide(model_id, input_tokens, budget), intent, intent_field)
         logger.info(
-            "oasis route model=%s query_type=%s route=%s input_tokens=%d max_tokens=%d",
+            "oasis route model=%s query_type=%s route=%s input_tokens=%d max_tokens=%d intent=%s shape=%s",
             decision.model_id, decision.query_type.value, decision.route, decision.input_tokens,
-            decision.output_tokens,
+            decision.output_tokens, decision.intent.value, decision.shape or "spread",
         )
         return decision
+
+    def _with_intent(self, decision: RouteDecision, intent: Intent, intent_field: str) -> RouteDecision:
+        """The running (route, shape) the request's intent prefers, from the cached replica view; never a new one."""
+        if intent is Intent.SLO:
+            return decision
+        if self._intent_targets is None:
+            raise OasisRequestError(400, f"{intent_field}: '{intent.value}' needs the app's cost table "
+                                         "(hct_path), and this app has none", param=intent_field)
+        self._running.refresh_soon()
+        running = {route.name: self._running.counts(route.key) for route in self._config.routes
+                   if route.model == decision.model_id}
+        target = self._intent_targets.choose(
+            intent, model_id=decision.model_id, query_type=decision.query_type,
+            tokens=decision.input_tokens + decision.output_tokens, configured_route=decision.route, running=running,
+        )
+        if target is None:
+            return replace(decision, intent=intent)
+        return replace(decision, intent=intent, route=target.route, shape=target.shape)
 
     @contextmanager
     def _routed(self, decision: RouteDecision) -> Iterator[tuple[str, Span, dict[str, str]]]:
@@ -244,7 +276,8 @@ class OasisIngress(OpenAiIngress):
         """`request` is None for a handle call to completions/chat (the benchmarks make them)."""
         started = time.perf_counter()
         try:
-            decision = self._admit(body)
+            intent = parse_intent(request.headers.get(INTENT_HEADER)) if request is not None else Intent.SLO
+            decision = self._admit(body, intent)
         except OasisRequestError as error:
             return self._refuse(error, started)
         with self._routed(decision) as (shape, span, carrier):
@@ -382,12 +415,12 @@ class OasisIngress(OpenAiIngress):
             body = CompletionRequest(prompt=request.prompt, **common)
             method = "completions"
         try:
-            decision = self._admit(body)
+            decision = self._admit(body, request.intent, intent_field="intent")
         except OasisRequestError as error:
             self._refuse(error, started)
             raise
         try:
-            with self._routed(decision) as (_, _, carrier):
+            with self._routed(decision) as (shape, _, carrier):
                 first = await self._first_response(body, decision, method)
         except OasisRequestError as error:
             self._record(decision, error.status_code, time.perf_counter() - started, 0, None, None)
@@ -404,6 +437,8 @@ class OasisIngress(OpenAiIngress):
             finish_reason=choice.finish_reason,
             query_type=decision.query_type,
             route=decision.route,
+            shape=shape,
+            intent=decision.intent,
             input_tokens=first.usage.prompt_tokens,
             output_tokens=first.usage.completion_tokens,
         )

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from oasis_ray.intents import Intent
 from oasis_ray.query_types import QueryType
 
 
@@ -51,6 +52,9 @@ class GenerateRequest(BaseModel):
     max_tokens: int | None = Field(None, description="Output budget; the app's default_max_tokens when absent.")
     temperature: float = Field(1.0, ge=0)
     seed: int | None = None
+    intent: Intent = Field(
+        Intent.SLO, description="Pick among the running routes and shapes for this request (oasis_ray.intents)."
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerateRequest:
@@ -65,5 +69,7 @@ class GenerateResponse(BaseModel):
     finish_reason: str | None
     query_type: QueryType
     route: str
+    shape: str
+    intent: Intent
     input_tokens: int
     output_tokens: int

@@ -9,6 +9,11 @@ The config is deliberately flat: models, and routes that name their model. A
 route is one replica group with its own engine settings; several query types
 may share it, and a model's types without a route of their own go to its
 default route.
+
+A route's `intent` (else the app's) says how it is configured: `slo` runs the
+engine settings written here; `min-latency`, `min-energy` and `min-cost` take
+the batch size and variant from the cost table (`hct_path`), see
+oasis_ray.costs.intent_config.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from oasis_ray.device_setting import ClockControl, DeviceSetting
+from oasis_ray.intents import Intent
 from oasis_ray.query_types import DEFAULT_TAU_TOKENS, QueryType
 from oasis_ray.scaling.settings import RouteLimits, ScalingConfig
 from oasis_ray.scaling.shapes import CPU, FULL_GPU, MIG_PROFILE_PATTERN
@@ -165,6 +171,9 @@ class RouteConfig(_Strict):
                           "None: the cost table's choice under autoscaling with clock_control apply, else the "
                           "GPU's defaults. MIG slices share their parent's setting and never change it.",
     )
+    intent: Intent | None = Field(
+        None, description="What this route's configuration is chosen for (oasis_ray.intents); None: the app's intent."
+    )
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> RouteConfig:
@@ -207,23 +216,28 @@ class ModelConfig(_Strict):
     default_route: str = Field(description="Route for this model's query types that no route claims.")
 
 
+def resolve_table_path(hct_path: str) -> Path:
+    """Relative paths resolve against the oasis-ray checkout, not the process's working directory.
+
+    The policy runs in Serve's controller, whose working directory is Ray's,
+    not the one `serve run` was started from.
+    """
+    path = Path(hct_path)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 class AutoscalingSettings(_Strict):
     """Cost-table-driven autoscaling; the policy in autoscaling/ reads these same settings."""
 
     hct_path: str = Field(
-        description="The hardware cost table (its directory, hct.parquet or hct.csv); relative to the checkout."
+        description="The hardware cost table (its directory, hct.parquet or hct.csv); relative to the checkout. "
+                    "Defaults to the app's hct_path."
     )
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     rate_window_s: float = Field(30.0, gt=0, description="Window of the ingress's request-rate estimate.")
 
     def table_path(self) -> Path:
-        """Relative paths resolve against the oasis-ray checkout, not the process's working directory.
-
-        The policy runs in Serve's controller, whose working directory is Ray's,
-        not the one `serve run` was started from.
-        """
-        path = Path(self.hct_path)
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        return resolve_table_path(self.hct_path)
 
 
 class OasisAppConfig(_Strict):
@@ -248,6 +262,25 @@ class OasisAppConfig(_Strict):
     autoscaling: AutoscalingSettings | None = Field(
         None, description="Size routes from the cost table; without it every route keeps its configured replicas."
     )
+    hct_path: str | None = Field(
+        None, description="The hardware cost table intents and autoscaling read (directory, hct.parquet or hct.csv)."
+    )
+    intent: Intent = Field(Intent.SLO, description="The intent of routes that set none (oasis_ray.intents).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_table(cls, raw: Any) -> Any:
+        """One cost table for the app: autoscaling reads the app's hct_path unless it names the same one itself."""
+        if not isinstance(raw, dict) or raw.get("hct_path") is None or not isinstance(raw.get("autoscaling"), dict):
+            return raw
+        autoscaling = raw["autoscaling"]
+        named = autoscaling.get("hct_path")
+        if named is None:
+            return {**raw, "autoscaling": {**autoscaling, "hct_path": raw["hct_path"]}}
+        if resolve_table_path(str(named)) != resolve_table_path(str(raw["hct_path"])):
+            raise ValueError(f"autoscaling.hct_path: '{named}' is not the app's hct_path '{raw['hct_path']}'; "
+                             "intents and autoscaling read one cost table (set hct_path only)")
+        return raw
 
     @model_validator(mode="after")
     def _cross_references(self) -> OasisAppConfig:
@@ -276,6 +309,13 @@ class OasisAppConfig(_Strict):
                 "telemetry.energy_header: per-request energy needs ingress_replicas 1; each ingress replica "
                 "would split the whole GPUs' energy over only the requests it saw"
             )
+        if self.table_path() is None:
+            if self.intent is not Intent.SLO:
+                problems.append(f"intent: '{self.intent.value}' chooses from the cost table; set hct_path")
+            problems += [
+                f"routes[{i}].intent: '{route.intent.value}' chooses from the cost table; set hct_path"
+                for i, route in enumerate(self.routes) if route.intent not in (None, Intent.SLO)
+            ]
         for i, model in enumerate(self.models):
             if (model.model_id, model.default_route) not in seen_routes:
                 problems.append(
@@ -290,6 +330,15 @@ class OasisAppConfig(_Strict):
 
     def route(self, model_id: str, name: str) -> RouteConfig:
         return next(r for r in self.routes if r.model == model_id and r.name == name)
+
+    def route_intent(self, route: RouteConfig) -> Intent:
+        return route.intent or self.intent
+
+    def table_path(self) -> Path | None:
+        """The app's one cost table (hct_path, or autoscaling's), None without one."""
+        if self.autoscaling is not None:
+            return self.autoscaling.table_path()
+        return resolve_table_path(self.hct_path) if self.hct_path is not None else None
 
     def scaling_config(self) -> ScalingConfig:
         """The decision core's config, with each route's bounds taken from the route (min_replicas 0 allows

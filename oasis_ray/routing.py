@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from oasis_ray.api import OasisRequestError
 from oasis_ray.config import OasisAppConfig
+from oasis_ray.intents import INTENT_HEADER, Intent
 from oasis_ray.query_types import QueryType, classify
 
 
@@ -21,6 +22,9 @@ class RouteDecision:
     route: str
     input_tokens: int
     output_tokens: int
+    intent: Intent = Intent.SLO
+    shape: str | None = None
+    """The shape a per-request intent chose (oasis_ray.intent_routing); None: spread over the route's shapes."""
 
     def headers(self) -> dict[str, str]:
         return {
@@ -29,6 +33,7 @@ class RouteDecision:
             "x-oasis-route": self.route,
             "x-oasis-input-tokens": str(self.input_tokens),
             "x-oasis-max-tokens": str(self.output_tokens),
+            INTENT_HEADER: self.intent.value,
         }
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from oasis_ray.query_types import QueryType
+from tests.hct_factory import hct_row, write_table
 from tests.local_cluster import LocalCluster, connect, local_cluster
 from tests.otlp_receiver import OtlpTraceReceiver
 
@@ -27,6 +30,10 @@ LONG_ROUTE_MAX_ONGOING = 2
 LONG_ROUTE_MAX_QUEUED = 2
 MIG_STANDIN_RESOURCE = "MIG-1g.10gb"
 SHORT_ROUTE_GPU_SETTING = {"sm_clock_mhz": 855, "power_limit_w": 250}
+# The session app's cost table is synthetic (chosen here, not measured), so per-request intents disagree on it:
+# batch 2 (the long-output route) answers faster, batch 4 (short-output) serves more requests per joule and per core.
+SESSION_TABLE_FIGURES = {4: {"msrr_req_s": 8.0, "e2e_p95_s": 3.0, "mean_power_w": 40.0},
+                         2: {"msrr_req_s": 5.0, "e2e_p95_s": 1.5, "mean_power_w": 40.0}}
 
 _CPU_ENGINE = {
     "max_num_seqs": 4,
@@ -59,13 +66,24 @@ def app_config() -> dict[str, Any]:
                 "name": "long-output",
                 "model": MODEL_ID,
                 "query_types": ["SILO", "LILO"],
-                "engine": dict(_CPU_ENGINE),
+                # It never holds more than LONG_ROUTE_MAX_ONGOING requests, so a batch of 2 loses nothing.
+                "engine": {**_CPU_ENGINE, "max_num_seqs": 2},
                 "resources": {"accelerator": "cpu", "cpus": 0.5},
                 "max_ongoing_requests": LONG_ROUTE_MAX_ONGOING,
                 "max_queued_requests": LONG_ROUTE_MAX_QUEUED,
             },
         ],
     }
+
+
+def write_session_table(directory: Path) -> Path:
+    """SESSION_TABLE_FIGURES for every query type on CPU, with power, as tests/hct_factory.py writes tables."""
+    rows = [
+        hct_row(model_id=MODEL_ID, hardware_kind="cpu", query_type=qt.value, max_num_seqs=batch, power_available=True,
+                power_note=None, energy_per_token_j=figures["mean_power_w"] / figures["msrr_req_s"] / 10, **figures)
+        for qt in QueryType for batch, figures in SESSION_TABLE_FIGURES.items()
+    ]
+    return write_table(directory, rows)
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +95,7 @@ def engine_spans() -> Iterator[OtlpTraceReceiver]:
 
 
 @pytest.fixture(scope="session")
-def oasis_app(engine_spans, ray_cluster: LocalCluster) -> Iterator[str]:
+def oasis_app(engine_spans, ray_cluster: LocalCluster, tmp_path_factory) -> Iterator[str]:
     """Base URL of the running app (HTTP root)."""
     from ray import serve
 
@@ -85,7 +103,8 @@ def oasis_app(engine_spans, ray_cluster: LocalCluster) -> Iterator[str]:
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT})
-    serve.run(build_app(app_config()), name=APP_NAME, route_prefix="/")
+    table = write_session_table(tmp_path_factory.mktemp("session-hct"))
+    serve.run(build_app({**app_config(), "hct_path": str(table)}), name=APP_NAME, route_prefix="/")
     yield f"http://127.0.0.1:{HTTP_PORT}"
     serve.shutdown()
 

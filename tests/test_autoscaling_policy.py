@@ -27,15 +27,18 @@ from tests.hct_factory import hct_row, write_table
 
 SHORT, LONG = f"{MODEL_ID}/short-output", f"{MODEL_ID}/long-output"
 MIG = "1g.10gb"
+# Each route's rows are measured at its own engine batch.
+SHORT_CPU = {"hardware_kind": "cpu", "max_num_seqs": app_config()["routes"][0]["engine"]["max_num_seqs"]}
+LONG_CPU = {"hardware_kind": "cpu", "max_num_seqs": app_config()["routes"][1]["engine"]["max_num_seqs"]}
 
 
 def standard_rows():
-    cpu, mig = {"hardware_kind": "cpu"}, {"hardware_kind": "mig", "mig_profile": MIG}
+    cpu, mig = SHORT_CPU, {"hardware_kind": "mig", "mig_profile": MIG}
     return [
         hct_row(model_id=MODEL_ID, query_type="SISO", msrr_req_s=4.0, **cpu),
         hct_row(model_id=MODEL_ID, query_type="LISO", msrr_req_s=2.0, **cpu),
-        hct_row(model_id=MODEL_ID, query_type="SILO", msrr_req_s=1.0, **cpu),
-        hct_row(model_id=MODEL_ID, query_type="LILO", msrr_req_s=0.5, **cpu),
+        hct_row(model_id=MODEL_ID, query_type="SILO", msrr_req_s=1.0, **LONG_CPU),
+        hct_row(model_id=MODEL_ID, query_type="LILO", msrr_req_s=0.5, **LONG_CPU),
         hct_row(model_id=MODEL_ID, query_type="SISO", msrr_req_s=0.8, **mig),
         hct_row(model_id=MODEL_ID, query_type="LISO", msrr_req_s=0.5, **mig),
     ]
@@ -76,8 +79,8 @@ def test_missing_rows_are_refused_naming_route_and_shape(tmp_path):
 
 
 def test_unmet_slo_is_refused_naming_route(tmp_path):
-    rows = [r if r.query_type.value != "LILO" else hct_row(model_id=MODEL_ID, hardware_kind="cpu",
-                                                           query_type="LILO", msrr_req_s=0.0)
+    rows = [r if r.query_type.value != "LILO" else hct_row(model_id=MODEL_ID, query_type="LILO", msrr_req_s=0.0,
+                                                           **LONG_CPU)
             for r in standard_rows()]
     table = write_table(tmp_path / "hct", rows)
     with pytest.raises(CapacityError, match=rf"route '{LONG}' shape 'cpu': the HCT never meets the SLO \(P95 <= 5 s\) for LILO"):

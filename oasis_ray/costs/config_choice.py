@@ -1,9 +1,19 @@
 """Which engine configuration (clock, power limit, batch size, variant) a route should run on one shape.
 
-The objective is energy per request at the MSRR (the row's power over its
-MSRR): what a replica costs per request when it is kept busy, which is how
-Algorithm 1 keeps it. Ties, and rows whose power was not measured, fall back
-to the higher MSRR, since fewer replicas is the other half of the saving.
+Every choice ranks rows by an objective, the intent's (oasis_ray.intents):
+
+- min-energy (the planner's and simulator's choice so far): energy per request
+  at the MSRR, the load Algorithm 1 keeps a replica at (the row's power over
+  its MSRR); ties, and rows whose power was not measured, fall back to fewer
+  GPU-seconds per request, since fewer replicas is the other half of the saving.
+- min-latency: the P95 end-to-end latency on an otherwise idle replica (the
+  lowest measured load; under load Algorithm 1 holds every configuration
+  within the SLO); ties to fewer GPU-seconds.
+- min-cost: GPU-seconds per request (the shape's share of a GPU over the
+  MSRR), i.e. the highest MSRR per GPU; ties to less energy.
+
+`objective_key` is the one place these are written; the per-request choice
+among running targets (oasis_ray.intent_routing) ranks by it too.
 
 Four ways to choose, and every plan says which it used:
 
@@ -27,12 +37,14 @@ Four ways to choose, and every plan says which it used:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from oasis_ray.device_setting import DeviceSetting
+from oasis_ray.intents import Intent
 
 ConfigChoice = Literal["baseline", "one-at-a-time", "joint"]
 # Candidates' clock (and power limit) for rows measured at the GPU's default (unlocked) clocks (and limit).
@@ -73,10 +85,50 @@ class Candidates:
     variant: np.ndarray
     msrr_rps: np.ndarray
     energy_per_request_j: np.ndarray
+    p95_unloaded_s: np.ndarray | None = None
+    """P95 end-to-end latency at the lowest measured load; None where the caller has none (only min-latency needs it)."""
 
 
-def choose_configuration(candidates: Candidates, selection: Selection) -> int | None:
-    """The position of the chosen row, or None when no configuration the selection may reach meets the SLO."""
+def objective_key(
+    intent: Intent, *, msrr_rps: float, energy_per_request_j: float | None, p95_unloaded_s: float | None,
+    gpu_fraction: float = 1.0,
+) -> tuple[float, float]:
+    """Smaller is better. Unknown figures (None, NaN) rank last, never as 0.
+
+    The intent's own figure is compared to SIGNIFICANT_FIGURES: closer than
+    that, two measurements are the same within their noise, and the second
+    figure decides.
+    """
+    energy = _known(energy_per_request_j)
+    p95 = _known(p95_unloaded_s)
+    gpu_seconds = gpu_fraction / msrr_rps if msrr_rps > 0 else math.inf
+    if intent is Intent.MIN_ENERGY:
+        return (_significant(energy), gpu_seconds)
+    if intent is Intent.MIN_LATENCY:
+        return (_significant(p95), gpu_seconds)
+    if intent is Intent.MIN_COST:
+        return (_significant(gpu_seconds), energy)
+    raise ValueError("intent: 'slo' keeps the configured configuration; it has no objective to rank by")
+
+
+# A measured figure's resolution: 3 significant figures is a millisecond in a second, 0.1% of a rate.
+SIGNIFICANT_FIGURES = 3
+
+
+def _significant(value: float) -> float:
+    return float(f"{value:.{SIGNIFICANT_FIGURES}g}") if math.isfinite(value) else value
+
+
+def _known(value: float | None) -> float:
+    return value if value is not None and math.isfinite(value) else math.inf
+
+
+def choose_configuration(candidates: Candidates, selection: Selection, intent: Intent = Intent.MIN_ENERGY) -> int | None:
+    """The position of the chosen row, or None when no configuration the selection may reach meets the SLO.
+
+    `intent` is the objective "one-at-a-time" and "joint" rank by; a
+    FixedConfiguration has nothing left to rank but its clock.
+    """
     feasible = candidates.msrr_rps > 0
     if not feasible.any():
         return None
@@ -85,7 +137,7 @@ def choose_configuration(candidates: Candidates, selection: Selection) -> int | 
     if selection == "baseline":
         return 0 if feasible[0] else None
     if selection == "joint":
-        return _best(candidates, np.flatnonzero(feasible))
+        return best_row(candidates, np.flatnonzero(feasible), intent)
     knobs = (candidates.max_num_seqs, candidates.variant, candidates.clock_mhz, candidates.power_limit_w)
     current = 0
     for knob_index in range(len(knobs)):
@@ -93,8 +145,8 @@ def choose_configuration(candidates: Candidates, selection: Selection) -> int | 
         same_elsewhere = np.logical_and.reduce([knob == knob[current] for knob in others])
         reachable = np.flatnonzero(same_elsewhere & feasible)
         if reachable.size:
-            best = _best(candidates, reachable)
-            if not feasible[current] or _key(candidates, best) < _key(candidates, current):
+            best = best_row(candidates, reachable, intent)
+            if not feasible[current] or _key(candidates, best, intent) < _key(candidates, current, intent):
                 current = best
     return current if feasible[current] else None
 
@@ -124,10 +176,17 @@ def _fixed(candidates: Candidates, selection: FixedConfiguration, feasible: np.n
     return int(max(at_setting, key=lambda index: (float(candidates.msrr_rps[index]), -int(index))))
 
 
-def _key(candidates: Candidates, index: int) -> tuple[float, float]:
-    energy = float(candidates.energy_per_request_j[index])
-    return (energy if np.isfinite(energy) else np.inf, -float(candidates.msrr_rps[index]))
+def _key(candidates: Candidates, index: int, intent: Intent) -> tuple[float, float]:
+    """Rows of one shape: its share of a GPU is common to all, so 1 stands in for it."""
+    if intent is Intent.MIN_LATENCY and candidates.p95_unloaded_s is None:
+        raise ValueError("p95_unloaded_s: min-latency needs each candidate's P95")
+    p95 = None if candidates.p95_unloaded_s is None else float(candidates.p95_unloaded_s[index])
+    return objective_key(intent, msrr_rps=float(candidates.msrr_rps[index]),
+                         energy_per_request_j=float(candidates.energy_per_request_j[index]), p95_unloaded_s=p95)
 
 
-def _best(candidates: Candidates, positions: np.ndarray) -> int:
-    return int(min(positions, key=lambda index: _key(candidates, int(index))))
+def best_row(candidates: Candidates, positions: np.ndarray, intent: Intent) -> int:
+    """The position, among `positions`, that the intent ranks first; the earlier row on a tie."""
+    return int(min(positions, key=lambda index: (_key(candidates, int(index), intent), int(index))))
+
+

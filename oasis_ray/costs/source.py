@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from oasis_ray.config import OasisAppConfig
+from oasis_ray.costs.intent_config import apply_intents
 from oasis_ray.costs.live import live_route_capacities
 from oasis_ray.costs.table import CostTable
 from oasis_ray.profiling.hct import load_hct
@@ -26,15 +27,23 @@ def _fingerprint(path: Path) -> tuple[float, ...]:
     return tuple(os.stat(f).st_mtime for f in files if f.is_file())
 
 
+def read_cost_table(config: OasisAppConfig) -> CostTable | None:
+    """The app's cost table (hct_path), read once when the app is built; None when it names none."""
+    path = config.table_path()
+    return CostTable(load_hct(path)) if path is not None else None
+
+
 class CapacitySource:
     def __init__(self, config: OasisAppConfig):
+        """The routes are configured for their intents once, from the table as it is now, as the app builder
+        did: a later table may rank configurations differently, but the replicas run the one deployed."""
         if config.autoscaling is None:
             raise ValueError("autoscaling: not configured")
-        self._config = config
         self._path = config.autoscaling.table_path()
         self._seen = _fingerprint(self._path)
         self._table = CostTable(load_hct(self._path))
-        self._capacities = live_route_capacities(config, self._table)
+        self._config, _ = apply_intents(config, self._table)
+        self._capacities = live_route_capacities(self._config, self._table)
 
     @property
     def slo_p95_e2e_s(self) -> float:

@@ -36,11 +36,13 @@ from oasis_ray.costs.config_choice import (
     Candidates,
     FixedConfiguration,
     Selection,
+    best_row,
     choose_configuration,
     configured_rows,
     setting_of,
 )
 from oasis_ray.costs.curves import LoadPoints, ServiceCurve, service_curve
+from oasis_ray.intents import Intent
 from oasis_ray.profiling.hct import HardwareCostTable
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.mix import mix_capacity
@@ -84,6 +86,8 @@ class ShapeChoice:
     option: ShapeOption
     trial_id: str
     build_curve: Callable[[], ServiceCurve] = field(repr=False)
+    p95_unloaded_s: float | None = None
+    """P95 end-to-end latency on an otherwise idle replica (the lowest measured load); None where not known."""
 
     @functools.cached_property
     def curve(self) -> ServiceCurve:
@@ -92,6 +96,21 @@ class ShapeChoice:
 
 ShapeChoices = dict[QueryType, ShapeChoice]
 """One shape's choice for each query type of a route: one configuration, each type's own row at it."""
+
+
+@dataclass(frozen=True)
+class IntentConfiguration:
+    """The configuration an intent picked for a route, and its figures on the route's whole unit at an even mix."""
+
+    configuration: FixedConfiguration
+    clock_mhz: int | None
+    msrr_rps: float
+    energy_per_request_j: float
+    p95_unloaded_s: float
+
+
+class IntentUnanswered(ValueError):
+    """The table cannot answer an intent for a route; the message says why, the caller names the route."""
 
 
 @dataclass(frozen=True)
@@ -130,32 +149,33 @@ class CostTable:
         self._trial_ids = rows["trial_id"].to_numpy(dtype=object)
         self._lengths = rows[["input_tokens", "output_tokens"]].to_numpy(dtype=np.int64)
         msrr, power = self._msrr_under_slo(rows)
-        self._groups = self._group(rows, msrr, power)
+        self._groups = self._group(rows, msrr, power, self._unloaded_p95(rows))
 
     def shape_choices(
-        self, model_id: str, query_type: QueryType, hardware: Hardware, selection: Selection
+        self, model_id: str, query_type: QueryType, hardware: Hardware, selection: Selection,
+        intent: Intent = Intent.MIN_ENERGY,
     ) -> list[ShapeChoice]:
         """Every shape of the hardware on which some configuration meets the SLO, whole unit first."""
         return [choices[query_type] for choices in self.shared_shape_choices(model_id, {query_type: 1.0}, hardware,
-                                                                              selection)]
+                                                                              selection, intent)]
 
     def shared_shape_choices(
-        self, model_id: str, shares: Shares, hardware: Hardware, selection: Selection
+        self, model_id: str, shares: Shares, hardware: Hardware, selection: Selection,
+        intent: Intent = Intent.MIN_ENERGY,
     ) -> list[ShapeChoices]:
         """Per shape, whole unit first, one configuration every listed query type runs, chosen for their mix.
 
         A replica runs one engine configuration whatever type it serves, so a
         route of several types must pick one (clock, batch, variant) for all
         of them; each type keeps its own measured row at that configuration.
-        The choice is the selection's, over the mix's MSRR (harmonic by share:
-        a replica serves one request per sum(share / MSRR) seconds) and energy
-        per request (sum of share x the type's power / MSRR). A shape appears
+        The choice is the selection's, ranked by the intent's objective over the
+        mix's MSRR (harmonic by share: a replica serves one request per
+        sum(share / MSRR) seconds), energy per request (sum of share x the
+        type's power / MSRR) and P95 (share-weighted). A shape appears
         only when some configuration measured for every type meets the SLO
         for all of them (`why_not` says why one does not).
         """
-        if not shares or min(shares.values()) <= 0:
-            raise ValueError(f"shares: every listed query type needs a positive share, got {dict(shares)}")
-        groups = self._model_groups(model_id, shares)
+        groups = self._model_groups(model_id, _checked(shares))
         if groups is None:
             return []
         choices = []
@@ -164,7 +184,7 @@ class CostTable:
             if mixed is None:
                 continue
             candidates, rows = mixed
-            chosen = choose_configuration(candidates, selection)
+            chosen = choose_configuration(candidates, selection, intent)
             if chosen is not None:
                 choices.append({qt: self._choice(groups[qt], int(at[chosen]), shape, hardware)
                                 for qt, at in rows.items()})
@@ -200,11 +220,61 @@ class CostTable:
                 levels[key] = level
         return tuple(levels.values())
 
+    def intent_configuration(self, model_id: str, shares: Shares, hardware: Hardware,
+                             intent: Intent) -> IntentConfiguration:
+        """The (batch, variant) a route of these types should run on this hardware to best meet the intent.
+
+        A route runs one engine configuration on all its shapes, so only a
+        configuration that meets the SLO for every type on every shape of the
+        hardware qualifies; it is ranked on the whole unit, the shape Algorithm
+        1 counts in. Each configuration is taken at the clock a live replica
+        runs it at (FixedConfiguration: default clocks where profiled, else the
+        highest), so the figures the choice is made on are the ones the
+        autoscaler then sizes by. Raises IntentUnanswered saying why none qualifies.
+        """
+        groups = self._model_groups(model_id, _checked(shares))
+        if groups is None:
+            missing = sorted(qt.value for qt in shares if (model_id, qt.value) not in self._groups)
+            raise IntentUnanswered(f"the HCT has no successful row for {', '.join(missing)} of '{model_id}'")
+        per_shape = {}
+        for shape in hardware.shapes:
+            mixed = self._mixed(groups, shares, shape, hardware)
+            if mixed is None:
+                types = ", ".join(qt.value for qt in groups)
+                raise IntentUnanswered(f"no configuration was measured for every query type ({types}) on {shape}")
+            per_shape[shape] = mixed[0]
+        whole = per_shape[hardware.whole_shape]
+        qualified = []
+        for batch, variant in dict.fromkeys(zip(whole.max_num_seqs.tolist(), whole.variant.tolist())):
+            fixed = FixedConfiguration(max_num_seqs=int(batch), variant=str(variant))
+            rows = {shape: choose_configuration(candidates, fixed) for shape, candidates in per_shape.items()}
+            if all(row is not None for row in rows.values()):
+                qualified.append(rows[hardware.whole_shape])
+        if not qualified:
+            raise IntentUnanswered(f"no configuration meets the SLO (P95 <= {self.slo_p95_e2e_s:g} s) "
+                                   f"on every shape ({', '.join(hardware.shapes)})")
+        if intent is Intent.MIN_ENERGY and not np.isfinite(whole.energy_per_request_j[qualified]).any():
+            raise IntentUnanswered("no power was measured for its configurations (power_available false), "
+                                   "so there are no joules per request to minimise")
+        chosen = best_row(whole, np.asarray(qualified, dtype=np.int64), intent)
+        clock = int(whole.clock_mhz[chosen])
+        p95 = whole.p95_unloaded_s
+        return IntentConfiguration(
+            configuration=FixedConfiguration(max_num_seqs=int(whole.max_num_seqs[chosen]),
+                                             variant=str(whole.variant[chosen])),
+            clock_mhz=None if clock == DEFAULT_CLOCK else clock,
+            msrr_rps=float(whole.msrr_rps[chosen]),
+            energy_per_request_j=float(whole.energy_per_request_j[chosen]),
+            p95_unloaded_s=float(p95[chosen]) if p95 is not None else math.nan,
+        )
+
     def _mixed(
         self, groups: dict[QueryType, _Group], shares: Shares, shape: str, hardware: Hardware
     ) -> tuple[Candidates, dict[QueryType, np.ndarray]] | None:
-        """The configurations measured for every type on the shape, with the mix's MSRR and energy per request,
-        and each type's row positions at them; None where no configuration was measured for all of them."""
+        """One shape's configurations measured for every type, with the mix's figures, and each type's rows there.
+
+        None when no configuration was measured for all of them on the shape.
+        """
         total = sum(shares.values())
         on_shape = {qt: np.flatnonzero(_matches(group, shape, hardware)) for qt, group in groups.items()}
         aligned = _aligned_configurations({qt: _subset(groups[qt].candidates, at) for qt, at in on_shape.items()})
@@ -212,11 +282,16 @@ class CostTable:
             return None
         first, positions = aligned
         rows = {qt: on_shape[qt][positions[qt]] for qt in groups}
+
+        def weighted(column: str) -> np.ndarray:
+            return sum(shares[qt] / total * getattr(groups[qt].candidates, column)[at] for qt, at in rows.items())
+
         # An infeasible type (MSRR 0) makes the mix's seconds per request infinite, so its MSRR 0.
         with np.errstate(divide="ignore"):
             seconds = sum(shares[qt] / total / groups[qt].candidates.msrr_rps[at] for qt, at in rows.items())
-        energy = sum(shares[qt] / total * groups[qt].candidates.energy_per_request_j[at] for qt, at in rows.items())
-        return replace(first, msrr_rps=1.0 / seconds, energy_per_request_j=energy), rows
+        mixed = replace(first, msrr_rps=1.0 / seconds, energy_per_request_j=weighted("energy_per_request_j"),
+                        p95_unloaded_s=weighted("p95_unloaded_s"))
+        return mixed, rows
 
     def why_not(self, model_id: str, query_type: QueryType, shape: str, hardware: Hardware, selection: Selection) -> str:
         """Why a shape offers the type no configuration: no row the selection may use, or none meets the SLO."""
@@ -233,10 +308,11 @@ class CostTable:
         return f"the HCT never meets the SLO (P95 <= {self.slo_p95_e2e_s:g} s) for {query_type.value} at {selection}"
 
     def route_capacity(
-        self, model_id: str, query_type: QueryType, hardware: Hardware, selection: Selection
+        self, model_id: str, query_type: QueryType, hardware: Hardware, selection: Selection,
+        intent: Intent = Intent.MIN_ENERGY,
     ) -> tuple[RouteCapacity, dict[str, ShapeChoice]] | None:
         """A one-type route's capacity for Algorithm 1; None when the whole unit cannot meet the SLO."""
-        choices = self.shape_choices(model_id, query_type, hardware, selection)
+        choices = self.shape_choices(model_id, query_type, hardware, selection, intent)
         if not choices or choices[0].option.shape != hardware.whole_shape:
             return None
         capacity = RouteCapacity(route=route_name(model_id, query_type), options=tuple(c.option for c in choices))
@@ -271,7 +347,9 @@ class CostTable:
                                  gpu_fraction=option.gpu_fraction, input_tokens=input_tokens,
                                  output_tokens=output_tokens)
 
-        return ShapeChoice(option=option, trial_id=str(self._trial_ids[position]), build_curve=build_curve)
+        p95 = float(group.candidates.p95_unloaded_s[index])
+        return ShapeChoice(option=option, trial_id=str(self._trial_ids[position]), build_curve=build_curve,
+                           p95_unloaded_s=p95 if math.isfinite(p95) else None)
 
     def _load_points(self, position: int) -> LoadPoints:
         """The trial's points, or its row alone (at its MSRR) when the table has none for it."""
@@ -296,8 +374,24 @@ class CostTable:
         power = np.where(has_points, power, rows["mean_power_w"].to_numpy(dtype=float, na_value=np.nan))
         return msrr, power
 
+    def _unloaded_p95(self, rows: pd.DataFrame) -> np.ndarray:
+        """Per row, the P95 at its lowest measured load: a request on an otherwise idle replica.
+
+        This is what min-latency ranks: under load Algorithm 1 holds every
+        configuration within the SLO, so what sets configurations apart is how
+        fast one serves a request it need not queue (a full GPU against a MIG
+        slice, a higher clock). A row without load points gives its P95 at
+        the MSRR, as its service curve does: pessimistic, never optimistic.
+        """
+        points = self._points
+        lowest = points.loc[points.groupby("trial_id", sort=False)["concurrency"].idxmin()].set_index("trial_id")
+        p95 = rows["trial_id"].map(lowest["e2e_p95_s"]).to_numpy(dtype=float, na_value=np.nan)
+        return np.where(np.isfinite(p95), p95, rows["e2e_p95_s"].to_numpy(dtype=float, na_value=np.nan))
+
     @staticmethod
-    def _group(rows: pd.DataFrame, msrr: np.ndarray, power: np.ndarray) -> dict[tuple[str, str], _Group]:
+    def _group(
+        rows: pd.DataFrame, msrr: np.ndarray, power: np.ndarray, p95: np.ndarray
+    ) -> dict[tuple[str, str], _Group]:
         kind = rows["hardware_kind"].to_numpy(dtype=object)
         mig = rows["mig_profile"].to_numpy(dtype=object)
         shape = np.where(kind == "mig", mig, np.where(kind == "cpu", CPU, FULL_GPU))
@@ -321,7 +415,7 @@ class CostTable:
                 tensor_parallel=tensor_parallel[at],
                 candidates=Candidates(
                     clock_mhz=clock[at], power_limit_w=limit[at], max_num_seqs=batch[at], variant=variant[at],
-                    msrr_rps=msrr[at], energy_per_request_j=energy[at],
+                    msrr_rps=msrr[at], energy_per_request_j=energy[at], p95_unloaded_s=p95[at],
                 ),
                 power_at_msrr_w=power[at],
             )
@@ -433,4 +527,11 @@ def _subset(candidates: Candidates, at: np.ndarray) -> Candidates:
         variant=candidates.variant[at],
         msrr_rps=candidates.msrr_rps[at],
         energy_per_request_j=candidates.energy_per_request_j[at],
+        p95_unloaded_s=None if candidates.p95_unloaded_s is None else candidates.p95_unloaded_s[at],
     )
+
+
+def _checked(shares: Shares) -> Shares:
+    if not shares or min(shares.values()) <= 0:
+        raise ValueError(f"shares: every listed query type needs a positive share, got {dict(shares)}")
+    return shares

@@ -1,6 +1,7 @@
 """Capacity planning from the command line: plan, simulate (policies side by side) and replay.
 
     python -m oasis_ray.planning.capacity_cli plan --hct paper --demand llama-3-8b:LISO=0.0114 --gpus 8
+    python -m oasis_ray.planning.capacity_cli plan --hct paper --demand llama-3-8b:LISO=2 --intent min-latency
     python -m oasis_ray.planning.capacity_cli simulate --hct paper --trace ../shared/traces/azure_llm_2023_conv.csv --out out/
     python -m oasis_ray.planning.capacity_cli replay --url http://127.0.0.1:8000 --model oasis-tiny-llama \\
         --trace ../shared/traces/azure_llm_2023_conv.csv --duration 30 --out out/
@@ -32,6 +33,7 @@ import yaml
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from oasis_ray.intents import Intent
 from oasis_ray.planning.capacity_figures import power_over_time_figure
 from oasis_ray.profiling.hct import HardwareCostTable, HctError, load_hct
 from oasis_ray.planning.inventory import DevicePool, Inventory
@@ -89,8 +91,12 @@ def _parser() -> argparse.ArgumentParser:
                           help="a route's rate, e.g. llama-3-8b:LISO=0.0114 (repeatable)")
     planning.add_argument("--trace", type=Path, help="plan for the mean rates of a trace instead")
     _trace_arguments(planning)
-    planning.add_argument("--choice", choices=("one-at-a-time", "joint"), default="joint",
-                          help="how configurations are chosen (default joint)")
+    planning.add_argument("--intent", choices=[intent.value for intent in Intent], default=Intent.MIN_ENERGY.value,
+                          help="what each route's configuration is chosen for: the fewest joules per request "
+                               "(default), the lowest P95, the fewest GPU-hours, or slo: the sweep's baseline "
+                               "configuration, as deployed without a choice")
+    planning.add_argument("--choice", choices=("one-at-a-time", "joint"),
+                          help="how the intent's configuration is searched (default joint)")
     planning.add_argument("--headroom", type=float, default=0.1)
     planning.add_argument("--no-mig", action="store_true", help="whole devices only")
     planning.set_defaults(run=_plan)
@@ -155,8 +161,11 @@ def _trace_arguments(parser: argparse.ArgumentParser, with_models: bool = True) 
 def _plan(args: argparse.Namespace) -> int:
     table, inventory, slo = _table_inventory_slo(args)
     demands = _demands(args)
-    request = PlanRequest(slo_p95_e2e_s=slo, demands=demands, inventory=inventory, config_choice=args.choice,
-                          headroom=args.headroom, allow_mig=not args.no_mig)
+    intent = Intent(args.intent)
+    if intent is Intent.SLO and args.choice is not None:
+        raise ValueError("--choice: intent slo plans the baseline configuration; there is nothing to search")
+    request = PlanRequest(slo_p95_e2e_s=slo, demands=demands, inventory=inventory, config_choice=args.choice or "joint",
+                          intent=intent, headroom=args.headroom, allow_mig=not args.no_mig)
     result = plan(request, CostTable(table, slo))
     print(_plan_table(result, table))
     if args.out:
@@ -312,7 +321,8 @@ def _plan_table(result: Plan, table: HardwareCostTable) -> str:
     headers = ["route", "req/s", "pool", "shape", "replicas", "clock MHz", "batch", "variant", "power W",
                "P95 s", "why"]
     lines = [
-        f"Plan ({result.config_choice} configuration choice; SLO P95 <= {result.slo_p95_e2e_s:g} s; "
+        f"Plan (intent {result.intent.value}, {result.config_choice} configuration choice; "
+        f"SLO P95 <= {result.slo_p95_e2e_s:g} s; "
         f"headroom {result.headroom:g}; table: {_provenance(table)})",
         format_table(headers, rows),
         "",

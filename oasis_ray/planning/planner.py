@@ -1,8 +1,9 @@
 """Capacity planning: traffic, SLO, devices and prices in; what to deploy and what it costs out.
 
 Per route (one model and query type) and per device pool, the configuration
-of every shape is chosen one knob at a time (the paper) or jointly (see
-oasis_ray.costs.config_choice); then OASIS Algorithm 1 (`scaling_allocation.algorithm1`,
+of every shape is chosen one knob at a time (the paper) or jointly, for the
+request's intent (fewest joules per request by default; see
+oasis_ray.costs.config_choice), or is the sweep's baseline for intent `slo`; then OASIS Algorithm 1 (`scaling_allocation.algorithm1`,
 the function the live autoscaler runs) picks the shape and replica count for
 rate x (1 + headroom). Where several pools could serve a route, the cheaper
 per hour (devices plus energy) is preferred.
@@ -28,8 +29,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from oasis_ray.costs.config_choice import ConfigChoice
+from oasis_ray.costs.config_choice import ConfigChoice, Selection
 from oasis_ray.costs.table import CostTable, ShapeChoice, route_name
+from oasis_ray.intents import Intent
 from oasis_ray.planning.inventory import DevicePool, Inventory
 from oasis_ray.planning.mig_placement import GpuPacker, mig_profile
 from oasis_ray.query_types import QueryType
@@ -54,10 +56,19 @@ class PlanRequest(BaseModel):
     demands: tuple[RouteDemand, ...] = Field(min_length=1)
     inventory: Inventory
     config_choice: ConfigChoice = "joint"
+    intent: Intent = Field(
+        Intent.MIN_ENERGY,
+        description="What configurations are chosen for; 'slo' plans the sweep's baseline configuration, as deployed "
+                    "without a choice.",
+    )
     headroom: float = Field(
         ScalingConfig().headroom, ge=0, le=10, description="Plan for rate x (1 + headroom), as the autoscaler does."
     )
     allow_mig: bool = True
+
+    @property
+    def selection(self) -> Selection:
+        return "baseline" if self.intent is Intent.SLO else self.config_choice
 
     @model_validator(mode="after")
     def _one_demand_per_route(self) -> PlanRequest:
@@ -129,6 +140,7 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     config_choice: ConfigChoice
+    intent: Intent
     slo_p95_e2e_s: float
     headroom: float
     routes: list[RoutePlan]
@@ -217,7 +229,8 @@ def _candidates(demand: RouteDemand, request: PlanRequest, table: CostTable) -> 
     candidates = []
     for pool in request.inventory.pools:
         found = table.route_capacity(
-            demand.model_id, demand.query_type, pool.hardware(allow_mig=request.allow_mig), request.config_choice
+            demand.model_id, demand.query_type, pool.hardware(allow_mig=request.allow_mig), request.selection,
+            Intent.MIN_ENERGY if request.intent is Intent.SLO else request.intent,
         )
         if found is None:
             continue
@@ -323,7 +336,8 @@ def _summarise(
     power = math.fsum(route.power_w for route in routes)
     energy_kwh = power / WH_PER_KWH
     return Plan(
-        config_choice=request.config_choice,
+        config_choice=request.config_choice if request.intent is not Intent.SLO else "baseline",
+        intent=request.intent,
         slo_p95_e2e_s=request.slo_p95_e2e_s,
         headroom=request.headroom,
         routes=routes,
