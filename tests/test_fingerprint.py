@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from oasis_ray import embedded_model
-from oasis_ray.profiling.clock_control import ClockLock
+from oasis_ray.profiling.clock_control import ClockLock, PowerCap
 from oasis_ray.profiling.fingerprint import (
     MARKER_FILE,
     FingerprintError,
@@ -203,6 +203,7 @@ def _measured(trial: Trial, engine: LayeredEngine) -> TrialOutcome:
         run_id="fp-run",
         result=search_msrr(engine, trial.slo, trial.search),
         clock=ClockLock(requested_mhz=None, locked=False, observed_sm_mhz=None, note=None),
+        cap=PowerCap(requested_w=None, set=False, note=None),
         device=DeviceInfo(device_name=None, driver_version=None, power_note="CPU target: no power meter"),
         engine_idle=EngineIdlePower(watts=math.nan, note="CPU target: no power meter"),
         engine_start_s=30.0,
