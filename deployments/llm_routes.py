@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray.serve.deployment import Application
-from ray.serve.llm import LLMConfig, build_llm_deployment
+from ray.serve.llm import LLMConfig, LLMServer, build_llm_deployment
 
 from oasis_ray.config import RouteConfig, RouteResources
 from oasis_ray.telemetry.settings import TelemetryConfig
@@ -20,6 +20,20 @@ from oasis_ray.telemetry.settings import TelemetryConfig
 # A retiring replica may finish its in-flight requests for this long (Serve's
 # graceful shutdown); it bounds how long a scale-down or shape move drains.
 GRACEFUL_SHUTDOWN_S = 120.0
+
+
+class RouteServer(LLMServer):
+    """Ray Serve LLM's LLMServer, plus a read of the engine's own request count.
+
+    Serve counts requests at the replica, not in the engine; whether a
+    cancelled request really left the engine (vLLM aborts it when its stream
+    is cancelled) and whether a soak left work behind is the engine's count.
+    """
+
+    async def engine_requests(self) -> int:
+        """Requests vLLM's engine holds now, running or waiting (AsyncLLM.get_num_unfinished_requests)."""
+        # Ray's VLLMEngine keeps vLLM's AsyncLLM as _engine_client and exposes no accessor for it.
+        return self.engine._engine_client.get_num_unfinished_requests()
 
 
 def _replica_bounds(route: RouteConfig, shape: str, policy_driven: bool) -> dict[str, Any]:
@@ -89,6 +103,7 @@ def build_route_deployments(
         shape: build_llm_deployment(
             shape_llm_config(route, shape, resources, model_source, env_vars, policy_driven, telemetry),
             override_serve_options={"name": route.deployment_name(shape)},
+            deployment_cls=RouteServer,
         )
         for shape, resources in route.shapes().items()
     }
