@@ -57,6 +57,20 @@ def _wait_until(condition, what: str) -> float:
     return time.monotonic() - started
 
 
+def _wait_until_answered_on(route: str, base: str) -> httpx.Response:
+    """Send a request of the route's type until the route itself answers it (no failover)."""
+    answers: list[httpx.Response] = []
+
+    def answered() -> bool:
+        answers.append(httpx.post(f"{base}/v1/completions", json={**SILO, "max_tokens": 520}, headers=HEADERS,
+                                  timeout=STUCK_AFTER_S))
+        assert answers[-1].status_code == 200, answers[-1].text
+        return answers[-1].headers["x-oasis-route"] == route
+
+    _wait_until(answered, f"route {route} to answer again")
+    return answers[-1]
+
+
 @dataclass
 class StreamEnd:
     tokens: int
@@ -65,7 +79,8 @@ class StreamEnd:
     done: bool
 
 
-async def _stream(client: httpx.AsyncClient, base: str, body: dict, first_token: asyncio.Event | None = None) -> StreamEnd:
+async def _stream(client: httpx.AsyncClient, base: str, body: dict, first_token: asyncio.Event | None = None,
+                  error_event: asyncio.Event | None = None) -> StreamEnd:
     end = StreamEnd(tokens=0, finish_reason=None, error=None, done=False)
     async with client.stream("POST", f"{base}/v1/completions", json={**body, "stream": True},
                              headers=HEADERS) as response:
@@ -79,6 +94,8 @@ async def _stream(client: httpx.AsyncClient, base: str, body: dict, first_token:
             event = json.loads(line[len("data: "):])
             if "error" in event:
                 end.error = event["error"]
+                if error_event is not None:
+                    error_event.set()
             for choice in event.get("choices") or []:
                 end.tokens += 1
                 if first_token is not None:
@@ -122,19 +139,21 @@ def test_killing_a_replica_under_load_loses_no_request(oasis_app):
     async def load() -> tuple[list[httpx.Response], list[StreamEnd], list[httpx.Response], float]:
         async with httpx.AsyncClient(timeout=STUCK_AFTER_S) as client:
             plain, streams = [], []
-            streaming = asyncio.Event()
+            streaming, cut = asyncio.Event(), asyncio.Event()
             for _ in range(in_flight // 2):
                 # One at a time: Serve's own queue count rejects simultaneous arrivals below its bound.
                 plain.append(asyncio.ensure_future(client.post(f"{oasis_app}/v1/completions", json=CHAOS,
                                                                headers=HEADERS)))
                 await asyncio.sleep(SEND_GAP_S)
-                streams.append(asyncio.ensure_future(_stream(client, oasis_app, CHAOS, streaming)))
+                streams.append(asyncio.ensure_future(_stream(client, oasis_app, CHAOS, streaming, cut)))
                 await asyncio.sleep(SEND_GAP_S)
             # The first two run on the replica (its max_ongoing_requests), the others wait in Serve's queue.
             await asyncio.wait_for(streaming.wait(), STUCK_AFTER_S)
             os.kill(victim.pid, signal.SIGKILL)
             killed_at = time.monotonic()
-            # Sent after the kill: the route has no replica, so these must not wait for its restart.
+            # Once the ingress has seen the death (the cut stream's error event says so), the route has no
+            # replica: these must go to another route at once, not wait for the restart.
+            await asyncio.wait_for(cut.wait(), STUCK_AFTER_S)
             after = []
             for _ in range(in_flight):
                 after.append(asyncio.ensure_future(client.post(f"{oasis_app}/v1/completions", json=CHAOS,
@@ -146,16 +165,18 @@ def test_killing_a_replica_under_load_loses_no_request(oasis_app):
     plain, streams, after, killed_at = asyncio.run(load())
     _wait_until(lambda: any(r.actor_id != victim.actor_id for r in _running_replicas(LONG_DEPLOYMENT)),
                 "Serve to replace the killed replica")
-    recovered_s = time.monotonic() - killed_at
+    replaced_s = time.monotonic() - killed_at
     _wait_until(lambda: not [p for p in engine_processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
                 "the killed replica's engine processes to exit")
-    back = httpx.post(f"{oasis_app}/v1/completions", json={**SILO, "max_tokens": 520}, headers=HEADERS, timeout=120)
+    # The ingress sees the replacement in its next view of the replicas; until then the default route serves.
+    back = _wait_until_answered_on("long-output", oasis_app)
+    recovered_s = time.monotonic() - killed_at
     failed_over = [r for r in plain + after if r.headers.get("x-oasis-failover-from") == "long-output"]
     print(f"\n[chaos] replica {victim.actor_id[:12]} (pid {victim.pid}) killed under {in_flight} requests: "
           f"{len(failed_over)} of {len(plain) + len(after)} non-streaming answers failed over to short-output; "
           f"streams: {sum(s.finish_reason == 'length' for s in streams)} completed, "
           f"{sum(s.error is not None for s in streams)} ended with an error event; replacement replica running "
-          f"{recovered_s:.1f} s after the kill")
+          f"{replaced_s:.1f} s after the kill, the route answering again after {recovered_s:.1f} s")
     assert [r.status_code for r in plain + after] == [200] * (len(plain) + len(after)), [r.text for r in plain + after]
     assert all(r.json()["usage"]["completion_tokens"] == CHAOS["max_tokens"] for r in plain + after)
     assert all(r.headers["x-oasis-route"] == "short-output" for r in after)
@@ -164,5 +185,4 @@ def test_killing_a_replica_under_load_loses_no_request(oasis_app):
     for end in streams:
         assert end.done, end
         assert (end.finish_reason == "length" and end.tokens >= CHAOS["max_tokens"]) or end.error is not None, end
-    assert back.status_code == 200 and back.headers["x-oasis-route"] == "long-output"
-    assert "x-oasis-failover-from" not in back.headers
+    assert back.status_code == 200 and "x-oasis-failover-from" not in back.headers
