@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from tests.conftest import API_KEY, MODEL_ID
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
-# Sized so both endpoints together take about a minute on the 2-core development machine.
-EXAMPLES = 120
+# Sized so both endpoints together take about a minute on the 2-core development machine (120 took 18 s).
+EXAMPLES = 400
 VALID = {
     "/v1/completions": {"model": MODEL_ID, "prompt": [300] * 4, "max_tokens": 2},
     "/v1/chat/completions": {"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
@@ -114,8 +114,17 @@ def test_no_generated_body_gets_a_server_error(oasis_app, openai_client, request
     assert answer.choices, "the app stopped serving after the fuzzing"
 
 
+def _in_a_url(text: str) -> bool:
+    """Lone surrogates cannot be sent in a URL at all (UTF-8 has no encoding for them)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @settings(max_examples=30, deadline=None, derandomize=True, database=None)
-@given(model=st.one_of(ODD_TEXT, st.text(max_size=30)).filter(lambda m: m.strip() and m != MODEL_ID))
+@given(model=st.one_of(ODD_TEXT, st.text(max_size=30)).filter(lambda m: m.strip() and m != MODEL_ID and _in_a_url(m)))
 def test_an_unknown_model_is_404_on_the_model_path(oasis_app, model):
     response = httpx.get(f"{oasis_app}/v1/models/{quote(model, safe='')}", headers=HEADERS)
     assert response.status_code == 404, (model, response.text)
