@@ -11,7 +11,6 @@ fault, so oasis_ray.failover may try the request elsewhere; anything else
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator, Callable
 
 from ray.exceptions import RayActorError, RayTaskError
@@ -19,8 +18,6 @@ from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPExc
 from ray.serve.exceptions import DeploymentUnavailableError
 
 from oasis_ray.failover import FailureKind, ReplicaFailure
-
-logger = logging.getLogger("ray.serve")
 
 STREAM_DONE = "data: [DONE]\n\n"
 
