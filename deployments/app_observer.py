@@ -117,7 +117,6 @@ class AppObserver:
         self.gpu_settings = [status for status in leases if status.app == self._app_name]
 
     async def _export_replicas(self) -> None:
-        self._running.refresh_soon()
         for route, shapes in self._running.all_counts().items():
             for shape, count in shapes.items():
                 self._telemetry.set_replicas(route, shape, count)

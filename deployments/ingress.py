@@ -11,18 +11,19 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from opentelemetry.trace import Span
+from pydantic import BaseModel, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic_core import PydanticCustomError
 from ray import serve
-from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 # The parent ingress and LLMServer speak these internal classes; the public
@@ -35,22 +36,25 @@ from ray.llm._internal.serve.core.configs.openai_api_models import (
     ModelCard,
     OpenAIHTTPException,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from vllm.exceptions import VLLMClientError
 
 from deployments.app_observer import AppObserver
+from deployments.dispatch import CHOSEN_TARGET, Dispatcher
 from deployments.http_guards import ApiKeyMiddleware, MaxBodyMiddleware
 from deployments.observed_response import StreamObservation, completion_tokens, timed_stream
+from deployments.replica_failures import guarded_stream
 from deployments.running_replicas import RunningReplicas
 from oasis_ray.api import GenerateRequest, GenerateResponse, OasisRequestError
 from oasis_ray.config import AutoscalingSettings, OasisAppConfig, route_key
+from oasis_ray.failover import RouteHealth
 from oasis_ray.intent_routing import IntentTargets, parse_intent
 from oasis_ray.intents import INTENT_HEADER, Intent
 from oasis_ray.query_types import QueryType
 from oasis_ray.request_rates import RateWindow
 from oasis_ray.routing import QueryRouter, RouteDecision
 from oasis_ray.scaling.traffic import TrafficReport
-from oasis_ray.shape_choice import ShapeBalancer
 from oasis_ray.telemetry.instruments import build_telemetry, request_attributes
 from oasis_ray.telemetry.export import MetricPoint, SpanRecord
 from oasis_ray.telemetry.latency_window import LatencyWindow
@@ -59,10 +63,6 @@ from oasis_ray.telemetry.status_view import QueryTypeStatus, RouteStatus, Status
 from oasis_ray.tokens import TokenCounter
 
 logger = logging.getLogger("ray.serve")
-
-# OpenAiIngress picks a handle by model id only. The (route, shape) chosen for the
-# request in flight travels here, so the parent's request path is reused unchanged.
-_CHOSEN_TARGET: ContextVar[tuple[str, str]] = ContextVar("oasis_chosen_target")
 
 ENDPOINTS = {
     "models": lambda app: app.get("/v1/models"),
@@ -74,22 +74,77 @@ ENDPOINTS = {
 }
 
 ENERGY_HEADER = "x-oasis-energy-j"
+# On an answer from another route than the request's type belongs to (failover): the route it was meant for.
+FAILOVER_HEADER = "x-oasis-failover-from"
 
 
-def error_response(error: OasisRequestError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error.to_openai(), status_code=error.status_code, headers=headers)
+def error_response(error: OasisRequestError) -> JSONResponse:
+    return JSONResponse(error.to_openai(), status_code=error.status_code, headers=error.headers())
 
 
-def _validation_param(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc if p != "body" and not isinstance(p, int)) or "body"
+def _validation_param(first: dict[str, Any]) -> str:
+    named = (first.get("ctx") or {}).get("field")
+    if isinstance(named, str):
+        return named
+    return ".".join(str(p) for p in first.get("loc", ()) if p != "body" and not isinstance(p, int)) or "body"
 
 
 async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ("body",)}
     if first.get("type") == "json_invalid":
         return error_response(OasisRequestError(400, "Invalid request: the body is not valid JSON", param="body"))
-    param = _validation_param(tuple(first.get("loc", ("body",))))
+    param = _validation_param(first)
     return error_response(OasisRequestError(400, f"Invalid request: {param}: {first.get('msg')}", param=param))
+
+
+def _accepts_none(annotation: Any) -> bool:
+    if get_origin(annotation) is Annotated:
+        return _accepts_none(get_args(annotation)[0])
+    return annotation is Any or annotation is None or type(None) in get_args(annotation)
+
+
+def validated_body(model: type[BaseModel]) -> Any:
+    """The request model as FastAPI parses the body, where any fault its validators raise is a 400.
+
+    vLLM's request models run validators of their own before pydantic checks
+    types, and some raise TypeError on a wrong type (`"messages": null` fails
+    iterating None); pydantic passes such errors through and FastAPI would
+    answer 500. Here a top-level null where the field takes none is refused
+    naming the field, and any other fault of validation is refused as the
+    body's. The schema (and so /openapi.json) stays the model's.
+    """
+    not_nullable = frozenset(name for name, field in model.model_fields.items() if not _accepts_none(field.annotation))
+
+    def refuse_faults(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if isinstance(value, dict):
+            for name in not_nullable.intersection(value):
+                if value[name] is None:
+                    raise PydanticCustomError("null_field", "must not be null", {"field": name})
+        try:
+            return handler(value)
+        except (ValidationError, VLLMClientError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a validator's own fault on client input is the client's 400
+            raise PydanticCustomError("invalid_body", "{error}", {"error": f"{type(exc).__name__}: {exc}"}) from exc
+
+    return Annotated[model, WrapValidator(refuse_faults)]
+
+
+CompletionBody = validated_body(CompletionRequest)
+ChatBody = validated_body(ChatCompletionRequest)
+
+
+async def _on_request_error(_: Request, exc: OasisRequestError) -> JSONResponse:
+    return error_response(exc)
+
+
+async def _on_openai_http_error(_: Request, exc: OpenAIHTTPException) -> JSONResponse:
+    return error_response(OasisRequestError(exc.status_code, exc.message, error_type=exc.type))
+
+
+async def _on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Routing's own refusals (unknown path, wrong method) in OpenAI's shape too."""
+    return error_response(OasisRequestError(exc.status_code, str(exc.detail)))
 
 
 async def _on_engine_validation_error(_: Request, exc: VLLMClientError) -> JSONResponse:
@@ -107,6 +162,9 @@ def make_http_app(config: OasisAppConfig) -> FastAPI:
     app = FastAPI(title="oasis-ray", description="OpenAI-compatible API with query-type routing")
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(VLLMClientError, _on_engine_validation_error)
+    app.add_exception_handler(OasisRequestError, _on_request_error)
+    app.add_exception_handler(OpenAIHTTPException, _on_openai_http_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected_error)
     app.add_middleware(MaxBodyMiddleware, max_bytes=config.max_request_bytes)
     api_key = config.resolved_api_key()
@@ -134,8 +192,8 @@ class OasisIngress(OpenAiIngress):
             for key, shapes in shape_handles.items()
         }
         self._counters = {model_id: TokenCounter(source) for model_id, source in model_sources.items()}
-        self._balancer = ShapeBalancer({r.key: r.cold_start_shape for r in config.routes})
-        self._running = RunningReplicas(shape_handles)
+        health = RouteHealth()
+        self._running = RunningReplicas(shape_handles, health)
         settings = config.autoscaling or AutoscalingSettings(hct_path="")
         self._window_s = settings.rate_window_s
         self._type_rates = RateWindow(settings.rate_window_s, started_s=time.monotonic())
@@ -147,6 +205,7 @@ class OasisIngress(OpenAiIngress):
         self._latencies = LatencyWindow(settings.rate_window_s)
         self._slo_p95_e2e_s = slo_p95_e2e_s
         self._telemetry = build_telemetry(config.telemetry)
+        self._dispatch = Dispatcher(config, self._router, health, self._telemetry)
         self._observer = (
             AppObserver(serve.get_replica_context().app_name, self._telemetry, self._running,
                         config.telemetry.gpu_sample_period_s, settings.rate_window_s)
@@ -175,25 +234,12 @@ class OasisIngress(OpenAiIngress):
         }
 
     def _get_configured_serve_handle(self, model_id: str) -> DeploymentHandle:
-        key, shape = _CHOSEN_TARGET.get()
+        key, shape = CHOSEN_TARGET.get()
         return self._shape_handles[key][shape]
 
-    def _choose_target(self, decision: RouteDecision) -> tuple[str, str]:
-        """Count the request for the autoscaler and pick the shape whose replicas serve it.
-
-        Only a route with several shapes needs the replica counts to choose. The
-        request counts under its query type's configured route even when an
-        intent sent it elsewhere: the autoscaler sizes routes for the types they serve.
-        """
-        self._type_rates.record(_type_key(decision.model_id, decision.query_type), time.monotonic())
-        key = route_key(decision.model_id, decision.route)
-        shapes = self._shape_handles[key]
-        if decision.shape is not None:
-            return key, decision.shape
-        if len(shapes) == 1:
-            return key, next(iter(shapes))
-        self._running.refresh_soon()
-        return key, self._balancer.pick(key, self._running.counts(key))
+    async def model_data(self, model: str) -> ModelCard:
+        """GET /v1/models/{id}: the card, or 404 in the same shape as every other unknown model."""
+        return self._model_cards[self._router.resolve_model(model)]
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Request rates per (route, query type), read by the app-level autoscaling policy (autoscaling/policy.py)
@@ -253,23 +299,21 @@ class OasisIngress(OpenAiIngress):
         return replace(decision, intent=intent, route=target.route, shape=target.shape)
 
     @contextmanager
-    def _routed(self, decision: RouteDecision) -> Iterator[tuple[str, Span, dict[str, str]]]:
-        """One request's trip to its route: the chosen shape, the ingress span and its carrier (for the energy span).
+    def _traced(self, decision: RouteDecision) -> Iterator[tuple[Span, Span, dict[str, str]]]:
+        """One request's spans: the ingress span, the route span and the ingress span's carrier (for the energy span).
 
-        Inside, the oasis.route span is current (its traceparent goes to the
-        engine) and the chosen (route, shape) is what the parent's handle lookup returns.
+        Inside, the oasis.route span is current, so its traceparent goes to the
+        engine. The request is counted for the autoscaler here, under the route
+        its type belongs to, wherever failover sends it: that route is the one
+        that needs the capacity.
         """
-        target = self._choose_target(decision)
+        self._type_rates.record(_type_key(decision.model_id, decision.query_type), time.monotonic())
         attributes = request_attributes(model=decision.model_id, query_type=decision.query_type,
                                         route=decision.route, input_tokens=decision.input_tokens)
         with self._telemetry.span("oasis.ingress", attributes) as span:
             carrier = self._telemetry.inject()
-            with self._telemetry.span("oasis.route", {**attributes, "oasis.shape": target[1]}):
-                token = _CHOSEN_TARGET.set(target)
-                try:
-                    yield target[1], span, carrier
-                finally:
-                    _CHOSEN_TARGET.reset(token)
+            with self._telemetry.span("oasis.route", attributes) as route_span:
+                yield span, route_span, carrier
 
     async def _handle(self, body: CompletionRequest | ChatCompletionRequest, method: str,
                       request: Request | None) -> Response:
@@ -280,23 +324,46 @@ class OasisIngress(OpenAiIngress):
             decision = self._admit(body, intent)
         except OasisRequestError as error:
             return self._refuse(error, started)
-        with self._routed(decision) as (shape, span, carrier):
-            response = await self._call_route(body, decision, method, request)
+        with self._traced(decision) as (span, route_span, carrier):
+            try:
+                dispatched = await self._dispatch.send(decision, lambda: self._call_route(body, method, request))
+            except OasisRequestError as error:  # shed, or no replica of the model can serve
+                span.set_attributes(request_attributes(status_code=error.status_code))
+                self._record(decision, error.status_code, time.perf_counter() - started, 0, None, None)
+                response = error_response(error)
+                response.headers.update(decision.headers())
+                return response
+            response = dispatched.result
+            served = dispatched.decision
+            route_span.set_attributes({"oasis.shape": dispatched.shape, **request_attributes(route=served.route)})
             span.set_attributes(request_attributes(status_code=response.status_code))
-        response.headers.update({**decision.headers(), "x-oasis-shape": shape})
+        response.headers.update({**served.headers(), "x-oasis-shape": dispatched.shape})
+        if served.route != decision.route:
+            response.headers[FAILOVER_HEADER] = decision.route
         if isinstance(response, StreamingResponse):
             observation = StreamObservation(started_s=started)
+            broken: list[str] = []
+
+            def on_break(error: BaseException) -> str:
+                broken.append(type(error).__name__)
+                return self._dispatch.stream_broke(served, dispatched.shape, error)
 
             def on_done(finished: float) -> None:
-                self._record(decision, response.status_code, finished - started, observation.output_tokens,
+                dispatched.release()
+                status_code = 503 if broken else response.status_code
+                self._record(served, status_code, finished - started, observation.output_tokens,
                              observation.ttft_s(), observation.tpot_s(finished))
-                self._served(decision, response.status_code, observation.output_tokens, carrier)
+                self._served(served, status_code, observation.output_tokens, carrier)
 
-            response.body_iterator = timed_stream(response.body_iterator, observation, on_done)
+            response.body_iterator = timed_stream(guarded_stream(response.body_iterator, on_break), observation,
+                                                  on_done)
+            # A client gone before the first chunk leaves the stream never started, so on_done never runs.
+            weakref.finalize(response, dispatched.release)
         else:
+            dispatched.release()
             output_tokens = completion_tokens(response.body)
-            self._record(decision, response.status_code, time.perf_counter() - started, output_tokens, None, None)
-            request_id = self._served(decision, response.status_code, output_tokens, carrier,
+            self._record(served, response.status_code, time.perf_counter() - started, output_tokens, None, None)
+            request_id = self._served(served, response.status_code, output_tokens, carrier,
                                       awaited=self._config.telemetry.energy_header)
             if self._config.telemetry.energy_header:
                 response.headers[ENERGY_HEADER] = await self._energy_header(request_id)
@@ -322,13 +389,15 @@ class OasisIngress(OpenAiIngress):
         )
         return "unavailable" if energy_j is None else f"{energy_j:.6g}"
 
-    async def _call_route(self, body, decision: RouteDecision, method: str, request: Request | None) -> Response:
+    async def _call_route(self, body, method: str, request: Request | None) -> Response:
+        """One trip to the route dispatch chose; an engine's refusal of the request is its answer, a server error
+        is raised for dispatch to try elsewhere."""
         forwarded = self._with_trace_context(request.headers if request else {})
         try:
             return await self._process_llm_request(body, call_method=method, raw_request=forwarded)
-        except BackPressureError as exc:
-            return error_response(self._overloaded(decision), headers={"Retry-After": _retry_after(exc)})
         except OpenAIHTTPException as exc:
+            if exc.status_code >= 500:
+                raise
             return error_response(OasisRequestError(exc.status_code, exc.message, error_type=exc.type))
 
     def _with_trace_context(self, headers: Mapping[str, str]) -> Request | None:
@@ -358,7 +427,6 @@ class OasisIngress(OpenAiIngress):
     async def status_snapshot(self) -> StatusSnapshot:
         """What `python -m deployments.status` and GET /oasis/status show; this replica's view of the app."""
         now = time.monotonic()
-        self._running.refresh_soon()
         routes = [RouteStatus(model=r.model, route=r.name, replicas=self._running.counts(r.key))
                   for r in self._config.routes]
         keys = [_type_key(m.model_id, qt) for m in self._config.models for qt in QueryType]
@@ -390,17 +458,10 @@ class OasisIngress(OpenAiIngress):
         """What the in-memory exporter holds (telemetry.exporters: [memory]); for tests and debugging."""
         return self._telemetry.memory_metrics(), self._telemetry.finished_spans()
 
-    @staticmethod
-    def _overloaded(decision: RouteDecision) -> OasisRequestError:
-        return OasisRequestError(
-            503, f"Route '{decision.route}' of model '{decision.model_id}' is at its queue bound; retry later.",
-            error_type="overloaded",
-        )
-
-    async def completions(self, body: CompletionRequest, request: Request) -> Response:
+    async def completions(self, body: CompletionBody, request: Request) -> Response:
         return await self._handle(body, "completions", request)
 
-    async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
+    async def chat(self, body: ChatBody, request: Request) -> Response:
         return await self._handle(body, "chat", request)
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
@@ -419,12 +480,15 @@ class OasisIngress(OpenAiIngress):
         except OasisRequestError as error:
             self._refuse(error, started)
             raise
-        try:
-            with self._routed(decision) as (shape, _, carrier):
-                first = await self._first_response(body, decision, method)
-        except OasisRequestError as error:
-            self._record(decision, error.status_code, time.perf_counter() - started, 0, None, None)
-            raise
+        with self._traced(decision) as (_, route_span, carrier):
+            try:
+                dispatched = await self._dispatch.send(decision, lambda: self._first_response(body, method))
+            except OasisRequestError as error:
+                self._record(decision, error.status_code, time.perf_counter() - started, 0, None, None)
+                raise
+            route_span.set_attributes({"oasis.shape": dispatched.shape})
+        dispatched.release()
+        first, decision = dispatched.result, dispatched.decision
         if isinstance(first, ErrorResponse):
             self._record(decision, first.error.code, time.perf_counter() - started, 0, None, None)
             raise OasisRequestError(first.error.code, first.error.message, error_type=first.error.type)
@@ -443,18 +507,15 @@ class OasisIngress(OpenAiIngress):
             output_tokens=first.usage.completion_tokens,
         )
 
-    async def _first_response(self, body, decision: RouteDecision, method: str):
-        try:
-            return await self._get_response(body=body, call_method=method,
-                                            raw_request=self._with_trace_context({})).__anext__()
-        except BackPressureError:
-            raise self._overloaded(decision) from None
+    async def _first_response(self, body, method: str):
+        """The route's whole answer (the handle API does not stream); a server error is raised for dispatch."""
+        first = await self._get_response(body=body, call_method=method,
+                                         raw_request=self._with_trace_context({})).__anext__()
+        if isinstance(first, ErrorResponse) and first.error.code >= 500:
+            raise OpenAIHTTPException(status_code=first.error.code, message=first.error.message, type=first.error.type)
+        return first
 
 
 def _type_key(model_id: str, query_type: QueryType) -> str:
     return f"{model_id}/{query_type.value}"
 
-
-def _retry_after(exc: BackPressureError) -> str:
-    seconds = getattr(exc, "retry_after_s", None) or 1
-    return str(max(1, round(seconds)))

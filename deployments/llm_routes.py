@@ -32,6 +32,20 @@ from oasis_ray.telemetry.settings import TelemetryConfig
 GRACEFUL_SHUTDOWN_S = 120.0
 
 
+class RouteServer(OasisLLMServer):
+    """Ray Serve LLM's LLMServer (giving its GPU setting back at stop), plus a read of the engine's own request count.
+
+    Serve counts requests at the replica, not in the engine; whether a
+    cancelled request really left the engine (vLLM aborts it when its stream
+    is cancelled) and whether a soak left work behind is the engine's count.
+    """
+
+    async def engine_requests(self) -> int:
+        """Requests vLLM's engine holds now, running or waiting (AsyncLLM.get_num_unfinished_requests)."""
+        # Ray's VLLMEngine keeps vLLM's AsyncLLM as _engine_client and exposes no accessor for it.
+        return self.engine._engine_client.get_num_unfinished_requests()
+
+
 def _replica_bounds(route: RouteConfig, shape: str, policy_driven: bool) -> dict[str, Any]:
     """Serve's own bounds and delays per shape deployment.
 
@@ -108,7 +122,7 @@ def build_route_deployments(
                                 follows_targets=shape == route.whole_shape),
             ),
             override_serve_options={"name": route.deployment_name(shape)},
-            deployment_cls=OasisLLMServer,
+            deployment_cls=RouteServer,
         )
         for shape, resources in route.shapes().items()
     }

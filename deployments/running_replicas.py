@@ -1,8 +1,11 @@
-"""Which shape deployments of each route have running replicas, as the ingress needs to spread requests.
+"""The controller's view of each route's running replicas, polled off the request path.
 
 Serve's handles do not expose their replica sets, so the ingress reads the
-controller's status at most once a second, off the request path: a request
-uses the last counts and, if they are stale, schedules a refresh.
+controller's details once a second in a background task: running replicas
+per route and shape (what the shape balancer, the status view and the replicas
+gauge need) and their actor ids, which feed oasis_ray.failover.RouteHealth so
+that failover knows which routes can serve without asking anyone on the
+request path.
 """
 
 from __future__ import annotations
@@ -11,48 +14,60 @@ import asyncio
 import logging
 import time
 
-from ray import serve
+from ray.serve.context import _get_global_client
 from ray.serve.handle import DeploymentHandle
+from ray.serve.schema import ReplicaState, ServeInstanceDetails
+
+from oasis_ray.failover import RouteHealth
 
 logger = logging.getLogger("ray.serve")
 
 REFRESH_PERIOD_S = 1.0
 
 
+def _controller_details() -> ServeInstanceDetails:
+    """What `serve.status()` reads, kept whole: it also lists each replica's actor id."""
+    return ServeInstanceDetails(**_get_global_client().get_serve_details())
+
+
 class RunningReplicas:
-    def __init__(self, shape_handles: dict[str, dict[str, DeploymentHandle]]):
+    def __init__(self, shape_handles: dict[str, dict[str, DeploymentHandle]], health: RouteHealth):
         self._names = {
             (handle.app_name, handle.deployment_name): (key, shape)
             for key, shapes in shape_handles.items()
             for shape, handle in shapes.items()
         }
+        self._health = health
         self._counts: dict[str, dict[str, int]] = {}
-        self._refreshed_at = float("-inf")
-        self._refreshing: asyncio.Task | None = None
+        self._task = asyncio.get_running_loop().create_task(self._poll())
 
     def counts(self, route_key: str) -> dict[str, int]:
+        """Running replicas per shape as the controller last reported them (empty before the first report)."""
         return self._counts.get(route_key, {})
 
     def all_counts(self) -> dict[str, dict[str, int]]:
         """Every route's shapes, zeros included (after the first refresh), keyed by route key."""
         return self._counts
 
-    def refresh_soon(self) -> None:
-        stale = time.monotonic() - self._refreshed_at > REFRESH_PERIOD_S
-        if stale and (self._refreshing is None or self._refreshing.done()):
-            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+    async def _poll(self) -> None:
+        while True:
+            await self._refresh()
+            await asyncio.sleep(REFRESH_PERIOD_S)
 
     async def _refresh(self) -> None:
-        self._refreshed_at = time.monotonic()
         try:
-            status = await asyncio.to_thread(serve.status)
+            details = await asyncio.to_thread(_controller_details)
         except Exception:
-            logger.warning("oasis ingress: could not read Serve status; keeping the last replica counts", exc_info=True)
+            logger.warning("oasis ingress: could not read Serve's details; keeping the last replica view", exc_info=True)
             return
+        running: dict[tuple[str, str], list[str]] = {}
+        for (app, deployment), target in self._names.items():
+            app_details = details.applications.get(app)
+            deployment_details = app_details.deployments.get(deployment) if app_details else None
+            replicas = deployment_details.replicas if deployment_details else []
+            running[target] = [r.actor_id for r in replicas if r.state == ReplicaState.RUNNING and r.actor_id]
         counts: dict[str, dict[str, int]] = {}
-        for (app, deployment), (key, shape) in self._names.items():
-            app_status = status.applications.get(app)
-            deployment_status = app_status.deployments.get(deployment) if app_status else None
-            running = deployment_status.replica_states.get("RUNNING", 0) if deployment_status else 0
-            counts.setdefault(key, {})[shape] = running
+        for (key, shape), replica_ids in running.items():
+            counts.setdefault(key, {})[shape] = len(replica_ids)
         self._counts = counts
+        self._health.observe(running, time.monotonic())

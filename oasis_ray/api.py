@@ -22,18 +22,24 @@ from oasis_ray.query_types import QueryType
 class OasisRequestError(Exception):
     """A request refused before or by the engine, with an OpenAI-style status and type."""
 
-    def __init__(self, status_code: int, message: str, param: str | None = None, error_type: str | None = None):
-        super().__init__(status_code, message, param, error_type)
+    def __init__(self, status_code: int, message: str, param: str | None = None, error_type: str | None = None,
+                 retry_after_s: int | None = None):
+        """`retry_after_s`: for a refusal that passes (overload, no replica up), when to try again (HTTP Retry-After)."""
+        super().__init__(status_code, message, param, error_type, retry_after_s)
         self.status_code = status_code
         self.message = message
         self.param = param
         self.error_type = error_type or ("invalid_request_error" if status_code < 500 else "server_error")
+        self.retry_after_s = retry_after_s
 
     def __str__(self) -> str:
         return f"{self.status_code} {self.error_type}: {self.message}"
 
     def to_openai(self) -> dict:
         return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.status_code}}
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
 
 
 class ChatMessage(BaseModel):

@@ -85,3 +85,17 @@ class QueryRouter:
                 param="max_tokens",
             )
         return RouteDecision(model_id, query_type, route, input_tokens, max_tokens)
+
+    def fallbacks(self, decision: RouteDecision) -> list[str]:
+        """The model's other routes that can hold this request, its default route first.
+
+        Where the chosen route cannot serve (its replicas died or are gone), any
+        route of the same model gives the same answer, only on an engine tuned for
+        another query type; a route whose context is too short for the request is no
+        fallback.
+        """
+        model = self._config.model(decision.model_id)
+        needed = decision.input_tokens + decision.output_tokens
+        others = [r.name for r in self._config.routes
+                  if r.model == decision.model_id and r.name != decision.route and r.engine.max_model_len >= needed]
+        return sorted(others, key=lambda name: name != model.default_route)

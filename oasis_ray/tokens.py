@@ -25,7 +25,10 @@ class TokenCounter:
     def count_prompt(self, prompt: Prompt) -> int:
         """Tokens of a completion prompt; for a batch, its longest member decides the class."""
         if isinstance(prompt, str):
-            return len(self._tokenizer(prompt, add_special_tokens=True)["input_ids"])
+            try:
+                return len(self._tokenizer(prompt, add_special_tokens=True)["input_ids"])
+            except Exception as exc:  # text the tokenizer cannot take (a lone surrogate) is the client's error
+                raise OasisRequestError(400, f"prompt cannot be tokenized: {exc}", param="prompt") from exc
         if not prompt:
             return 0
         if all(isinstance(t, int) for t in prompt):

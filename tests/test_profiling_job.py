@@ -1,9 +1,11 @@
-"""A real profiling sweep submitted as a Ray job: stopped midway, resubmitted, finished, reported.
+"""A real profiling sweep submitted as a Ray job: a trial's actor killed, the driver killed, resubmitted, reported.
 
 One local cluster and one sweep (the shipped tiny CPU spec: three engine
 configurations x LISO and SILO) serve every test here, because each vLLM
-engine takes most of a minute to start on two cores. The first job is
-stopped once three trials are saved and the sweep is resubmitted.
+engine takes most of a minute to start on two cores. In the first job, the
+actor of one engine configuration is killed (SIGKILL) once a trial is saved,
+then the job's driver is killed (SIGKILL) once another trial is measured, and
+the sweep is resubmitted.
 
 The cluster is this module's own (tests/local_cluster.py): it never touches a
 cluster another test session runs on the same machine, and its dashboard and
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -41,7 +44,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC = REPO_ROOT / "profiling_jobs" / "specs" / "tiny_cpu.yaml"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 POLL_S = 2.0
-STOP_AFTER = 3
 # Only a guard against a hung job blocking the suite; no assertion depends on speed.
 STUCK_AFTER_S = 900.0
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
@@ -50,6 +52,7 @@ TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
 @dataclass(frozen=True)
 class Cluster:
     dashboard_url: str
+    temp_dir: Path  # the cluster's own; its raylet's command line names it
 
     def env(self) -> dict[str, str]:
         """The `ray` CLI's environment: token mode is on in this process (use_cluster_token), so in the CLI too."""
@@ -64,7 +67,7 @@ def cluster() -> Iterator[Cluster]:
     with local_cluster(num_cpus=2, dashboard=True) as started:
         assert started.dashboard_url is not None
         use_cluster_token()
-        yield Cluster(dashboard_url=started.dashboard_url)
+        yield Cluster(dashboard_url=started.dashboard_url, temp_dir=started.temp_dir)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class SweepRuns:
     first_status: JobStatus
     first_run_files: dict[str, str]
     first_logs: str
+    killed_trials: set[str]  # the trials the killed actor had not finished, recorded as failed
+    saved_after_kill: list[str]  # trials measured in the first job after the actor was killed
     second_status: JobStatus
     second_logs: str
 
@@ -94,19 +99,51 @@ def _sweep_command(out: Path) -> list[str]:
     return [sys.executable, "-m", "profiling_jobs.sweep", "--spec", str(SPEC.relative_to(REPO_ROOT)), "--out", str(out)]
 
 
+def _cluster_process(cluster: Cluster, *markers: str) -> psutil.Process:
+    """A process of this module's own cluster (under its raylet) whose command line has every marker."""
+    raylets = [p for p in psutil.process_iter(["cmdline"])
+               if "raylet" in " ".join(p.info["cmdline"] or []) and str(cluster.temp_dir) in " ".join(p.info["cmdline"] or [])]
+    for raylet in raylets:
+        for process in raylet.children(recursive=True):
+            try:
+                command = " ".join(process.cmdline())
+            except psutil.Error:
+                continue
+            if all(marker in command for marker in markers):
+                return process
+    pytest.fail(f"no process of the test cluster runs {markers}")
+
+
+def _outcomes(trials: Path) -> dict[str, dict]:
+    return {path.stem: json.loads(path.read_text())["row"] for path in trials.glob("*.json")}
+
+
 @pytest.fixture(scope="module")
 def sweep_runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> SweepRuns:
-    """Submit the sweep, stop it once a trial has been saved, then resubmit it with the `ray job submit` CLI."""
+    """Submit the sweep, kill one trial actor, kill the driver, then resubmit it with the `ray job submit` CLI."""
     client = cluster.client()
     out = tmp_path_factory.mktemp("sweep") / "hct"
     trials = out / TRIALS_DIR
     first = submit_when_agent_ready(
         client, entrypoint=" ".join(_sweep_command(out)), runtime_env={"working_dir": str(REPO_ROOT)}
     )
-    # Two engines run side by side on the two CPUs; by the third saved trial one configuration is done
-    # and the other mostly, so the resumed job restarts few engines.
-    _wait_for(client, first, lambda status: status in TERMINAL or len(list(trials.glob("*.json"))) >= STOP_AFTER)
-    client.stop_job(first)
+    # Two engines run side by side on the two CPUs; once one has saved a trial, kill an actor.
+    _wait_for(client, first, lambda status: status in TERMINAL or len(list(trials.glob("*.json"))) >= 1)
+    saved_before_kill = set(_outcomes(trials))
+    _cluster_process(cluster, "TrialRunner").kill()
+
+    def failed_with_actor() -> set[str]:
+        return {t for t, row in _outcomes(trials).items()
+                if row["status"] == "failed" and "actor" in (row["error"] or "").lower()}
+
+    def measured_since_kill() -> list[str]:
+        return sorted(t for t, row in _outcomes(trials).items() if row["status"] == "ok" and t not in saved_before_kill)
+
+    # The sweep goes on: the killed actor's trials are recorded as failed, and other trials are measured after.
+    _wait_for(client, first, lambda status: status in TERMINAL or bool(failed_with_actor() and measured_since_kill()))
+    killed_trials, saved_after_kill = failed_with_actor(), measured_since_kill()
+    # The driver dies without a word (SIGKILL), as on a lost head process; its trial actors go with it.
+    _cluster_process(cluster, "profiling_jobs.sweep", str(out)).kill()
     first_status = _wait_for(client, first, lambda status: status in TERMINAL)
     first_run_files = {path.stem: path.read_text() for path in trials.glob("*.json")}
 
@@ -126,6 +163,8 @@ def sweep_runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Sw
         first_status=first_status,
         first_run_files=first_run_files,
         first_logs=client.get_job_logs(first),
+        killed_trials=killed_trials,
+        saved_after_kill=saved_after_kill,
         second_status=second_status,
         second_logs=client.get_job_logs("resumed-sweep"),
     )
@@ -162,25 +201,35 @@ def test_cpu_rows_record_power_as_unavailable_never_zero(sweep_runs: SweepRuns) 
     assert not rows["clock_locked"].any()
 
 
-def test_a_stopped_sweep_resumes_without_rerunning_finished_trials(sweep_runs: SweepRuns) -> None:
-    assert sweep_runs.first_status == JobStatus.STOPPED
-    finished_first = sweep_runs.first_run_files
+def test_a_killed_trial_actor_fails_its_trials_and_the_sweep_goes_on(sweep_runs: SweepRuns) -> None:
+    assert sweep_runs.killed_trials, "no trial was recorded as failed by the actor's death"
+    for trial_id in sweep_runs.killed_trials:
+        row = json.loads(sweep_runs.first_run_files[trial_id])["row"]
+        assert row["status"] == "failed" and row["load_points"] == 0
+    assert sweep_runs.saved_after_kill, "no trial was measured after the kill"
+    assert f"retrying {len(sweep_runs.killed_trials)} that failed earlier" in sweep_runs.second_logs
+
+
+def test_a_resubmitted_sweep_loses_no_trial_finished_before_its_driver_was_killed(sweep_runs: SweepRuns) -> None:
+    assert sweep_runs.first_status == JobStatus.FAILED
+    measured_first = {trial_id: text for trial_id, text in sweep_runs.first_run_files.items()
+                      if json.loads(text)["row"]["status"] == "ok"}
     table = load_hct(sweep_runs.out / "hct.csv")
-    assert 0 < len(finished_first) < len(table.rows), "the first job must have been stopped midway"
-    for trial_id, text in finished_first.items():
+    assert 0 < len(measured_first) < len(table.rows), "the first job must have been killed midway"
+    for trial_id, text in measured_first.items():
         assert (sweep_runs.out / TRIALS_DIR / f"{trial_id}.json").read_text() == text
-    first_run_ids = {json.loads(text)["row"]["run_id"] for text in finished_first.values()}
+    first_run_ids = {json.loads(text)["row"]["run_id"] for text in sweep_runs.first_run_files.values()}
     assert len(first_run_ids) == 1
     run_of = dict(zip(table.rows["trial_id"], table.rows["run_id"], strict=True))
-    assert {trial_id for trial_id, run in run_of.items() if run in first_run_ids} == set(finished_first)
+    assert {trial_id for trial_id, run in run_of.items() if run in first_run_ids} == set(measured_first)
     assert len({run for run in run_of.values() if run not in first_run_ids}) == 1
-    assert f"skipping {len(finished_first)} finished in earlier runs" in sweep_runs.second_logs
+    assert f"skipping {len(measured_first)} finished in earlier runs" in sweep_runs.second_logs
     assert list(table.rows.columns) == list(HctRow.model_fields)
 
 
 def test_job_log_shows_progress_current_trial_and_eta(sweep_runs: SweepRuns) -> None:
     lines = [line for line in sweep_runs.second_logs.splitlines() if re.match(r"\[sweep\] \d+/6 trials done", line)]
-    done_before = len(sweep_runs.first_run_files)
+    done_before = sum(json.loads(text)["row"]["status"] == "ok" for text in sweep_runs.first_run_files.values())
     assert lines[-1].startswith(f"[sweep] 6/6 trials done ({done_before} from earlier runs, 0 failed) | elapsed ")
     assert lines[-1].endswith("| ETA 0m00s | running: none")
     assert any(

@@ -131,10 +131,19 @@ def test_bad_input_gets_openai_error_and_server_keeps_serving(oasis_app, openai_
     assert completion.choices
 
 
-def test_chat_without_messages_is_refused(oasis_app):
-    response = _post(oasis_app, f'{{"model": "{MODEL_ID}"}}', path="/v1/chat/completions")
-    assert response.status_code == 400
+@pytest.mark.parametrize("body", [f'{{"model": "{MODEL_ID}"}}', f'{{"model": "{MODEL_ID}", "messages": null}}'])
+def test_chat_without_messages_is_refused(oasis_app, body):
+    response = _post(oasis_app, body, path="/v1/chat/completions")
+    assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "messages"
+
+
+def test_model_card_of_an_unknown_model_is_404_and_a_known_one_is_served(oasis_app):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    unknown = httpx.get(f"{oasis_app}/v1/models/no-such-model", headers=headers)
+    assert unknown.status_code == 404, unknown.text
+    assert (unknown.json()["error"]["param"], unknown.json()["error"]["type"]) == ("model", "model_not_found")
+    assert httpx.get(f"{oasis_app}/v1/models/{MODEL_ID}", headers=headers).json()["id"] == MODEL_ID
 
 
 def test_oversized_body_gets_413(oasis_app):

@@ -167,6 +167,9 @@ class Telemetry:
         )
         self._replicas = meter.create_gauge("oasis.route.replicas", "{replica}", "Running replicas by shape.")
         self._scaling = meter.create_counter("oasis.scaling.decisions", "{decision}", "Autoscaler decisions.")
+        self._retries = meter.create_counter(
+            "oasis.request.retries", "{retry}", "Requests sent again after their replica failed, by where they went."
+        )
         self._gpu = GpuGauges(meter, stale_after_s=STALE_AFTER_PERIODS * config.gpu_sample_period_s, clock=clock)
         self._prometheus_server = None
         if config.prometheus_port is not None and exporters.prometheus_registry is not None:
@@ -238,6 +241,11 @@ class Telemetry:
 
     def record_scaling(self, record: ScalingRecord) -> None:
         self._scaling.add(1, {"route": record.route, "action": record.action, "advisory": record.advisory})
+
+    def record_retry(self, model: str, query_type: QueryType, from_route: str, to_route: str, reason: str) -> None:
+        """One failed trip to a replica (on `route`) that the ingress follows with another, to `to_route`."""
+        self._retries.add(1, {**_metric_attributes(model, query_type, from_route), "reason": reason,
+                              "to_route": to_route})
 
     def update_gpu(self, node: str, reading: GpuReading) -> None:
         """Feed each reading a node's GpuSampler publishes; the GPU observables report the latest fresh one per node."""
@@ -318,6 +326,9 @@ class DisabledTelemetry:
         return None
 
     def record_scaling(self, record: ScalingRecord) -> None:
+        return None
+
+    def record_retry(self, model: str, query_type: QueryType, from_route: str, to_route: str, reason: str) -> None:
         return None
 
     def update_gpu(self, node: str, reading: GpuReading) -> None:

@@ -1,0 +1,164 @@
+"""Overload, side by side: a burst of 10x a route's queue bound at oasis and at Ray Serve LLM's stock ingress.
+
+Both apps serve over HTTP through the same Serve proxy and the same vLLM-CPU
+engine (the default app's short-output route, one replica): oasis at /, the
+stock OpenAiIngress bound to that route's deployment at /stock (built as in
+benchmarks/router_overhead.py). Every request is a SISO completion; each
+round sends the whole burst at once to one app, and the apps alternate
+rounds so machine noise hits them alike.
+
+Per app it prints the p50/p99 latency of the 503s (how fast a shed request
+learns) and of the 200s, requests served, and goodput (200s per second of
+the burst's wall time), then the ratios. oasis sheds at its ingress from an
+admission count (oasis_ray/admission.py); the stock app sheds when Serve's
+handle finds its queue full.
+
+    .venv/bin/python benchmarks/overload.py [--rounds 3] [--burst-factor 10] [--max-tokens 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+APP, STOCK_APP, STOCK_PREFIX = "oasis", "stock-openai-ingress", "/stock"
+PROMPT = [300] * 16
+
+
+@dataclass
+class Outcomes:
+    served_s: list[float] = field(default_factory=list)
+    shed_s: list[float] = field(default_factory=list)
+    shed_without_retry_after: int = 0
+    other: dict[int, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def goodput(self) -> float:
+        return len(self.served_s) / self.wall_s if self.wall_s else 0.0
+
+
+def _serve_args() -> dict:
+    """The default app's args without autoscaling: one replica per route while the apps are compared."""
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "serve_config.yaml").read_text())
+    args = config["applications"][0]["args"]
+    args.pop("autoscaling", None)
+    return args
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def _burst(url: str, model_id: str, size: int, max_tokens: int, outcomes: Outcomes) -> None:
+    import httpx
+
+    body = {"model": model_id, "prompt": PROMPT, "max_tokens": max_tokens, "ignore_eos": True}
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+
+        async def one() -> None:
+            started = time.perf_counter()
+            response = await client.post(f"{url}/v1/completions", json=body)
+            elapsed = time.perf_counter() - started
+            if response.status_code == 200:
+                outcomes.served_s.append(elapsed)
+            elif response.status_code == 503:
+                outcomes.shed_s.append(elapsed)
+                outcomes.shed_without_retry_after += "retry-after" not in response.headers
+            else:
+                outcomes.other[response.status_code] = outcomes.other.get(response.status_code, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*[one() for _ in range(size)])
+        outcomes.wall_s += time.perf_counter() - started
+
+
+def _pct(samples: list[float], q: float) -> str:
+    return f"{np.percentile(samples, q) * 1000:.0f}" if samples else "-"
+
+
+def _report(results: dict[str, Outcomes], burst: int, rounds: int) -> None:
+    print(f"{burst} concurrent requests per round, {rounds} rounds per app")
+    print(f"{'app':<8}{'503 p50 ms':>12}{'503 p99 ms':>12}{'200 p50 ms':>12}{'200 p99 ms':>12}"
+          f"{'served':>9}{'shed':>7}{'other':>7}{'goodput/s':>11}")
+    for name, o in results.items():
+        print(f"{name:<8}{_pct(o.shed_s, 50):>12}{_pct(o.shed_s, 99):>12}{_pct(o.served_s, 50):>12}"
+              f"{_pct(o.served_s, 99):>12}{len(o.served_s):>9}{len(o.shed_s):>7}{sum(o.other.values()):>7}"
+              f"{o.goodput():>11.1f}")
+    oasis, stock = results["oasis"], results["stock"]
+    if oasis.shed_s and stock.shed_s:
+        print(f"503 p50: oasis / stock = {statistics.median(oasis.shed_s) / statistics.median(stock.shed_s):.3f}")
+    if stock.goodput():
+        print(f"goodput: oasis / stock = {oasis.goodput() / stock.goodput():.3f}")
+    for name, o in results.items():
+        if o.other:
+            print(f"{name}: statuses other than 200/503: {o.other}")
+        if o.shed_without_retry_after:
+            print(f"{name}: {o.shed_without_retry_after} of its 503s had no Retry-After")
+
+
+def _stock_ingress(config, route_handle):
+    """Ray Serve LLM's own OpenAI ingress (its default FastAPI app, middleware and all) over one route."""
+    from ray import serve
+    from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
+    from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
+
+    model_id = config.models[0].model_id
+    card = ModelCard(id=model_id, object="model", owned_by="benchmark", permission=[], metadata={})
+    ingress = serve.deployment(make_fastapi_ingress(OpenAiIngress), name="StockIngress", max_ongoing_requests=1000,
+                               ray_actor_options={"num_cpus": config.ingress_cpus})
+    return ingress.bind(llm_deployments={model_id: route_handle}, model_cards={model_id: card})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--burst-factor", type=int, default=10, help="burst size as a multiple of the queue bound")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    cli = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app
+    from oasis_ray.config import parse_config
+
+    config = parse_config(_serve_args())
+    route = config.route(config.models[0].model_id, "short-output")
+    burst = cli.burst_factor * route.max_queued_requests
+    port = _free_port()
+    ray.init(runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}, include_dashboard=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(config), name=APP, route_prefix="/")
+        handle = serve.get_deployment_handle(route.deployment_name(route.whole_shape), app_name=APP)
+        serve.run(_stock_ingress(config, handle), name=STOCK_APP, route_prefix=STOCK_PREFIX)
+        base = f"http://127.0.0.1:{port}"
+        urls = {"oasis": base, "stock": base + STOCK_PREFIX}
+        results = {name: Outcomes() for name in urls}
+        model_id = config.models[0].model_id
+        for name, url in urls.items():  # warm both paths
+            asyncio.run(_burst(url, model_id, 8, cli.max_tokens, Outcomes()))
+        for _ in range(cli.rounds):
+            for name, url in urls.items():
+                asyncio.run(_burst(url, model_id, burst, cli.max_tokens, results[name]))
+        print(f"route short-output: max_ongoing_requests {route.max_ongoing_requests}, max_queued_requests "
+              f"{route.max_queued_requests}, engine max_num_seqs {route.engine.max_num_seqs}, one replica")
+        _report(results, burst, cli.rounds)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
