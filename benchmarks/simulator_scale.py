@@ -37,7 +37,7 @@ from oasis_ray.planning.paper_tables import PAPER_MODELS, paper_hct, paper_inven
 from oasis_ray.planning.planner import PlanRequest, RouteDemand, plan
 from oasis_ray.query_types import QueryType
 from oasis_ray.costs.table import CostTable
-from oasis_ray.planning.sim_policies import SimulationSettings, oasis_joint_forecast, oasis_reactive, static_policy
+from oasis_ray.planning.sim_policies import SimulationSettings, oasis_damped, oasis_joint, paper_algorithm1
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 from oasis_ray.planning.simulator import simulate
 from oasis_ray.planning.traces import Trace, load_azure_trace
@@ -87,7 +87,7 @@ def bench_simulator(trace: Trace) -> None:
     print(f"{'requests':>10}  {'trace h':>7}  {'policy':<22} {'wall s':>8}  {'req/s':>10}")
     for size in TRACE_SIZES:
         workload = tiled(trace, size)
-        for policy in (static_policy(workload.models), oasis_reactive(), oasis_joint_forecast()):
+        for policy in (paper_algorithm1(), oasis_damped(), oasis_joint()):
             started = time.perf_counter()
             simulate(workload, policy, table, inventory.pools[0], inventory.prices, settings)
             wall = time.perf_counter() - started
@@ -100,7 +100,7 @@ def bench_simulator(trace: Trace) -> None:
     for models in MODEL_COUNTS:
         many = CostTable(many_models(paper_hct(), models), SLO_S)
         workload = tiled(trace, MANY_MODEL_REQUESTS, tuple(f"model-{i:03d}" for i in range(models)))
-        policy = oasis_reactive()
+        policy = oasis_damped()
         started = time.perf_counter()
         simulate(workload, policy, many, inventory.pools[0], inventory.prices, settings)
         wall = time.perf_counter() - started

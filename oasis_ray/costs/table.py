@@ -39,11 +39,13 @@ from oasis_ray.scaling.shapes import CPU, FULL_GPU, RouteCapacity, ShapeOption
 
 
 Shares = Mapping[QueryType, float]
+ENGINE_IDLE_COLUMN = "engine_idle_power_w"
 
 
 @dataclass(frozen=True)
 class Hardware:
-    """The devices a route may run on: a whole unit, the MIG shapes allowed on it, and the board's idle power.
+    """The devices a route may run on: a whole unit, the MIG shapes allowed on it, and the board's idle power
+    (the board with no engine loaded, MIG on or off).
 
     The planner and simulator derive it from a device pool (DevicePool.hardware),
     the live app from a route's configured shapes (oasis_ray.costs.live).
@@ -117,6 +119,9 @@ class CostTable:
         }
         self._trial_ids = rows["trial_id"].to_numpy(dtype=object)
         self._lengths = rows[["input_tokens", "output_tokens"]].to_numpy(dtype=np.int64)
+        # Schema 2 tables give each row the board's power with the engine loaded and idle; older ones do not.
+        self._engine_idle_w = (rows[ENGINE_IDLE_COLUMN].to_numpy(dtype=float, na_value=np.nan)
+                               if ENGINE_IDLE_COLUMN in rows else np.full(len(rows), np.nan))
         msrr, power = self._msrr_under_slo(rows)
         self._groups = self._group(rows, msrr, power)
 
@@ -215,9 +220,10 @@ class CostTable:
 
         def build_curve() -> ServiceCurve:
             input_tokens, output_tokens = (int(n) for n in self._lengths[position])
-            return service_curve(self._load_points(position), msrr_rps=msrr, idle_power_w=hardware.idle_power_w,
-                                 gpu_fraction=option.gpu_fraction, input_tokens=input_tokens,
-                                 output_tokens=output_tokens)
+            engine_idle = float(self._engine_idle_w[position])
+            return service_curve(self._load_points(position), msrr_rps=msrr, board_idle_w=hardware.idle_power_w,
+                                 engine_idle_power_w=engine_idle if math.isfinite(engine_idle) else None,
+                                 input_tokens=input_tokens, output_tokens=output_tokens)
 
         return ShapeChoice(option=option, trial_id=str(self._trial_ids[position]), build_curve=build_curve)
 
