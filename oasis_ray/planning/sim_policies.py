@@ -53,13 +53,14 @@ Packing = Literal["model", "fleet"]
 
 
 class FixedGroup(BaseModel):
-    """Replicas of one model's whole device, serving the listed query types together."""
+    """Always-on replicas of one model on one shape, serving the listed query types together."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_id: str = Field(min_length=1)
     query_types: tuple[QueryType, ...] = Field(min_length=1)
     replicas: int = Field(1, ge=1)
+    shape: str | None = Field(None, description="A MIG profile of the pool; None: the pool's whole device.")
 
 
 class FixedPolicy(BaseModel):

@@ -222,10 +222,12 @@ def _fixed_groups(
         if fixed.model_id not in workload.models:
             continue
         model_index = workload.models.index(fixed.model_id)
+        shape_name = fixed.shape or pool.whole_shape
+        hardware = pool.hardware(allow_mig=fixed.shape is not None)
         curves: dict[int, ServiceCurve] = {}
         for query_type in fixed.query_types:
-            choices = table.shape_choices(fixed.model_id, query_type, pool.hardware(allow_mig=False),
-                                          policy.config_choice)
+            choices = [c for c in table.shape_choices(fixed.model_id, query_type, hardware, policy.config_choice)
+                       if c.option.shape == shape_name]
             if choices:
                 curves[QUERY_TYPES.index(query_type)] = choices[0].curve
             else:
@@ -233,11 +235,12 @@ def _fixed_groups(
         served = (workload.model_index == model_index) & np.isin(workload.type_code, list(curves))
         if not served.any():
             continue
-        label = f"{fixed.model_id}[{','.join(qt.value for qt in fixed.query_types)}]"
-        replicas = RouteReplicas(shapes=(pool.whole_shape,))
-        replicas.reconcile({pool.whole_shape: fixed.replicas}, now_s=0.0, startup_s=0.0)
-        groups.append(_Group(label=label, model_id=fixed.model_id, requests=np.flatnonzero(served),
-                             shapes=[_Shape(name=pool.whole_shape, whole=True, curves=curves)], replicas=replicas))
+        label = f"{fixed.model_id}[{','.join(qt.value for qt in fixed.query_types)}]@{shape_name}"
+        replicas = RouteReplicas(shapes=(shape_name,))
+        replicas.reconcile({shape_name: fixed.replicas}, now_s=0.0, startup_s=0.0)
+        shape = _Shape(name=shape_name, whole=fixed.shape is None, curves=curves)
+        groups.append(_Group(label=label, model_id=fixed.model_id, requests=np.flatnonzero(served), shapes=[shape],
+                             replicas=replicas))
     return groups, unsupported
 
 
