@@ -136,4 +136,9 @@ def _key(candidates: Candidates, index: int) -> tuple[float, float]:
 
 
 def _best(candidates: Candidates, positions: np.ndarray) -> int:
-    return int(min(positions, key=lambda index: _key(candidates, int(index))))
+    """The position with the least energy per request (unknown counts as worst), then the highest MSRR, then
+    the earliest: `min` over `_key` in one vectorised sort."""
+    energy = candidates.energy_per_request_j[positions]
+    energy = np.where(np.isfinite(energy), energy, np.inf)
+    order = np.lexsort((-candidates.msrr_rps[positions], energy))
+    return int(positions[order[0]])

@@ -95,6 +95,10 @@ class _Group:
     accelerator_unknown: np.ndarray
     candidates: Candidates
     power_at_msrr_w: np.ndarray
+    # One integer per (clock, batch, variant), equal across groups for the same configuration.
+    config_key: np.ndarray
+    # Rows per (shape, accelerator type) asked for so far: a plan asks the same few for hundreds of routes.
+    on_shape: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, compare=False)
 
 
 class CostTable:
@@ -154,12 +158,19 @@ class CostTable:
             return []
         choices = []
         for shape in hardware.shapes:
-            on_shape = {qt: np.flatnonzero(_matches(group, shape, hardware)) for qt, group in groups.items()}
-            aligned = _aligned_configurations({qt: _subset(groups[qt].candidates, at) for qt, at in on_shape.items()})
-            if aligned is None:
+            on_shape = {qt: _on_shape(group, shape, hardware) for qt, group in groups.items()}
+            if any(not at.size for at in on_shape.values()):
                 continue
-            first, positions = aligned
-            rows = {qt: on_shape[qt][positions[qt]] for qt in groups}
+            if len(groups) == 1:
+                ((qt, group),) = groups.items()
+                rows = {qt: _first_of_each_configuration(group, shape, hardware)}
+            else:
+                aligned = _aligned_configurations({qt: groups[qt].config_key[at] for qt, at in on_shape.items()})
+                if aligned is None:
+                    continue
+                common, positions = aligned
+                rows = {qt: on_shape[qt][positions[qt]] for qt in groups}
+            first = _subset(next(iter(groups.values())).candidates, next(iter(rows.values())))
             # An infeasible type (MSRR 0) makes the mix's seconds per request infinite, so its MSRR 0.
             with np.errstate(divide="ignore"):
                 seconds = sum(shares[qt] / total / groups[qt].candidates.msrr_rps[at] for qt, at in rows.items())
@@ -176,7 +187,7 @@ class CostTable:
     def why_not(self, model_id: str, query_type: QueryType, shape: str, hardware: Hardware, selection: Selection) -> str:
         """Why a shape offers the type no configuration: no row the selection may use, or none meets the SLO."""
         group = self._groups.get((model_id, query_type.value))
-        on_shape = np.flatnonzero(_matches(group, shape, hardware)) if group is not None else np.empty(0, np.int64)
+        on_shape = _on_shape(group, shape, hardware) if group is not None else np.empty(0, np.int64)
         if not on_shape.size:
             return f"the HCT has no successful row for {query_type.value} on {shape}"
         candidates = _subset(group.candidates, on_shape)
@@ -218,14 +229,31 @@ class CostTable:
             variant=str(group.candidates.variant[index]),
         )
 
-        def build_curve() -> ServiceCurve:
-            input_tokens, output_tokens = (int(n) for n in self._lengths[position])
-            engine_idle = float(self._engine_idle_w[position])
-            return service_curve(self._load_points(position), msrr_rps=msrr, board_idle_w=hardware.idle_power_w,
-                                 engine_idle_power_w=engine_idle if math.isfinite(engine_idle) else None,
-                                 input_tokens=input_tokens, output_tokens=output_tokens)
+        return ShapeChoice(option=option, trial_id=str(self._trial_ids[position]),
+                           build_curve=functools.partial(self._curve, position, msrr, hardware))
 
-        return ShapeChoice(option=option, trial_id=str(self._trial_ids[position]), build_curve=build_curve)
+    def baseline_curve(
+        self, model_id: str, query_type: QueryType, shape: str, hardware: Hardware
+    ) -> ServiceCurve | None:
+        """The curve of the sweep's first row on a shape (its baseline configuration), whatever its MSRR.
+
+        What an always-on replica nobody sized from the table serves with: it
+        takes every request it is sent, so a type that misses the SLO there
+        is served late rather than not at all. None: no row on that shape.
+        """
+        group = self._groups.get((model_id, query_type.value))
+        at = _on_shape(group, shape, hardware) if group is not None else np.empty(0, np.int64)
+        if group is None or not at.size:
+            return None
+        index = int(at[0])
+        return self._curve(int(group.positions[index]), float(group.candidates.msrr_rps[index]), hardware)
+
+    def _curve(self, position: int, msrr: float, hardware: Hardware) -> ServiceCurve:
+        input_tokens, output_tokens = (int(n) for n in self._lengths[position])
+        engine_idle = float(self._engine_idle_w[position])
+        return service_curve(self._load_points(position), msrr_rps=msrr, board_idle_w=hardware.idle_power_w,
+                             engine_idle_power_w=engine_idle if math.isfinite(engine_idle) else None,
+                             input_tokens=input_tokens, output_tokens=output_tokens)
 
     def _load_points(self, position: int) -> LoadPoints:
         """The trial's points, or its row alone (at its MSRR) when the table has none for it."""
@@ -258,6 +286,8 @@ class CostTable:
         clock = rows["clock_mhz"].astype("Float64").fillna(DEFAULT_CLOCK).to_numpy(dtype=np.int64)
         batch = rows["max_num_seqs"].to_numpy(dtype=np.int64)
         variant = rows["variant"].to_numpy(dtype=object)
+        config_key = pd.MultiIndex.from_arrays([clock, batch, variant]).factorize()[0].astype(np.int64) \
+            if len(rows) else np.empty(0, np.int64)
         accelerator = rows["accelerator_type"].to_numpy(dtype=object)
         unknown = rows["accelerator_type"].isna().to_numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -275,12 +305,32 @@ class CostTable:
                     energy_per_request_j=energy[at],
                 ),
                 power_at_msrr_w=power[at],
+                config_key=config_key[at],
             )
         return groups
 
 
+def _on_shape(group: _Group, shape: str, hardware: Hardware) -> np.ndarray:
+    """Positions of rows measured on this shape of the hardware's devices; MIG rows of real sweeps carry no
+    accelerator type."""
+    key = (shape, None if shape == CPU else hardware.accelerator_type)
+    found = group.on_shape.get(key)
+    if found is None:
+        found = group.on_shape[key] = np.flatnonzero(_matches(group, shape, hardware))
+    return found
+
+
+def _first_of_each_configuration(group: _Group, shape: str, hardware: Hardware) -> np.ndarray:
+    """Positions of the first row of each configuration on the shape, in table order (cached like `_on_shape`)."""
+    key = ("first", shape, None if shape == CPU else hardware.accelerator_type)
+    found = group.on_shape.get(key)
+    if found is None:
+        at = _on_shape(group, shape, hardware)
+        found = group.on_shape[key] = at[np.sort(np.unique(group.config_key[at], return_index=True)[1])]
+    return found
+
+
 def _matches(group: _Group, shape: str, hardware: Hardware) -> np.ndarray:
-    """Rows measured on this shape of the hardware's devices; MIG rows of real sweeps carry no accelerator type."""
     on_shape = group.shape == shape
     if hardware.accelerator_type is None or shape == CPU:
         return on_shape
@@ -347,30 +397,23 @@ def _row_as_point(row: pd.Series) -> LoadPoints:
 
 
 def _aligned_configurations(
-    by_type: dict[QueryType, Candidates],
-) -> tuple[Candidates, dict[QueryType, np.ndarray]] | None:
-    """The first type's candidates measured for every type too, in its table order, and where each type has them.
+    keys_by_type: dict[QueryType, np.ndarray],
+) -> tuple[np.ndarray, dict[QueryType, np.ndarray]] | None:
+    """Configurations (keys in each type's table order) measured for every type, in the first type's order.
 
-    None when no configuration was measured for all of them.
+    Returns the positions, among the first type's keys, of each such configuration's first row, and for
+    every type the position of its own first row of it; None when no configuration was measured for all.
     """
-    types = list(by_type)
-    first = by_type[types[0]]
-
-    def keys(candidates: Candidates) -> list[tuple[int, int, str]]:
-        return list(zip(candidates.clock_mhz.tolist(), candidates.max_num_seqs.tolist(),
-                        [str(v) for v in candidates.variant]))
-
-    index_of: dict[QueryType, dict[tuple[int, int, str], int]] = {qt: {} for qt in types}
-    for qt in types:
-        for position, key in enumerate(keys(by_type[qt])):
-            index_of[qt].setdefault(key, position)
-    common = [position for position, key in enumerate(keys(first))
-              if index_of[types[0]][key] == position and all(key in index_of[qt] for qt in types)]
-    if not common:
+    first_type, first_keys = next(iter(keys_by_type.items()))
+    firsts = {qt: np.unique(keys, return_index=True) for qt, keys in keys_by_type.items()}
+    first_of_first = np.zeros(len(first_keys), dtype=bool)
+    first_of_first[firsts[first_type][1]] = True
+    in_all = np.logical_and.reduce([np.isin(first_keys, unique) for unique, _ in firsts.values()])
+    common = np.flatnonzero(first_of_first & in_all)
+    if not common.size:
         return None
-    first_keys = keys(first)
-    positions = {qt: np.asarray([index_of[qt][first_keys[p]] for p in common], dtype=np.int64) for qt in types}
-    return _subset(first, np.asarray(common, dtype=np.int64)), positions
+    positions = {qt: at[np.searchsorted(unique, first_keys[common])] for qt, (unique, at) in firsts.items()}
+    return common, positions
 
 
 def _subset(candidates: Candidates, at: np.ndarray) -> Candidates:

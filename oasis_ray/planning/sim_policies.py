@@ -64,12 +64,14 @@ class FixedGroup(BaseModel):
 
 
 class FixedPolicy(BaseModel):
+    """Groups that never change, each at the sweep's baseline configuration on its shape, serving whatever it
+    is sent (a type that misses the SLO there is served late, not refused)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["fixed"] = "fixed"
     name: str = Field(min_length=1)
     groups: tuple[FixedGroup, ...] = Field(min_length=1)
-    config_choice: ConfigChoice = "baseline"
 
 
 class OasisPolicy(BaseModel):
@@ -184,8 +186,8 @@ def policy_settings(policy: FixedPolicy | OasisPolicy) -> str:
     """What a policy ran with, so a table is never read without its sizing assumptions."""
     if isinstance(policy, FixedPolicy):
         devices = ", ".join(f"{group.model_id} x{group.replicas}" for group in policy.groups)
-        return (f"{policy.name}: always-on whole GPUs ({devices}), {policy.config_choice} configuration "
-                f"(default clock), sized for the busiest rate window")
+        return (f"{policy.name}: always-on whole GPUs ({devices}), baseline configuration (default clock), "
+                f"sized for the busiest rate window")
     scaling = policy.scaling
     damping = ("no damping" if scaling.hysteresis == 0 and scaling.upscale_cooldown_s == 0
                and scaling.downscale_cooldown_s == 0 else

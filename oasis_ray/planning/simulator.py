@@ -226,10 +226,9 @@ def _fixed_groups(
         hardware = pool.hardware(allow_mig=fixed.shape is not None)
         curves: dict[int, ServiceCurve] = {}
         for query_type in fixed.query_types:
-            choices = [c for c in table.shape_choices(fixed.model_id, query_type, hardware, policy.config_choice)
-                       if c.option.shape == shape_name]
-            if choices:
-                curves[QUERY_TYPES.index(query_type)] = choices[0].curve
+            curve = table.baseline_curve(fixed.model_id, query_type, shape_name, hardware)
+            if curve is not None:
+                curves[QUERY_TYPES.index(query_type)] = curve
             else:
                 unsupported.append(route_name(fixed.model_id, query_type))
         served = (workload.model_index == model_index) & np.isin(workload.type_code, list(curves))
@@ -250,9 +249,11 @@ def _route_groups(
     """One group per (model, route of the policy's grouping) with traffic; types no whole unit serves are refused."""
     groups, unsupported = [], []
     selection = policy.config_choice
+    by_model = _requests_by_model(workload)
     for model_index, model_id in enumerate(workload.models):
-        of_model = workload.model_index == model_index
-        counts = np.bincount(workload.type_code[of_model], minlength=len(QUERY_TYPES))
+        of_model = by_model[model_index]
+        model_types = workload.type_code[of_model]
+        counts = np.bincount(model_types, minlength=len(QUERY_TYPES))
         for route, types in policy.routes.route_types().items():
             present = [qt for qt in types if counts[QUERY_TYPES.index(qt)] > 0]
             served = [qt for qt in present
@@ -264,7 +265,7 @@ def _route_groups(
                 continue
             unsupported += [route_name(model_id, qt) for qt in present if qt not in served]
             codes = [QUERY_TYPES.index(qt) for qt in served]
-            requests = np.flatnonzero(of_model & np.isin(workload.type_code, codes))
+            requests = of_model[np.isin(model_types, codes)]
             shapes = []
             for by_type in choices:
                 option = next(iter(by_type.values())).option
@@ -277,6 +278,13 @@ def _route_groups(
                                  replicas=RouteReplicas(shapes=tuple(shape.name for shape in shapes)),
                                  capacity=capacity))
     return groups, unsupported
+
+
+def _requests_by_model(workload: Workload) -> list[np.ndarray]:
+    """Each model's request indices in arrival order, from one sort rather than one scan per model."""
+    order = np.argsort(workload.model_index, kind="stable")
+    bounds = np.searchsorted(workload.model_index[order], np.arange(len(workload.models) + 1))
+    return [order[bounds[i]:bounds[i + 1]] for i in range(len(workload.models))]
 
 
 def _mean_costs(
@@ -456,6 +464,8 @@ def _serve(
     type_share = np.divide(load_by_type, load, out=np.tile(mix[:, None], (1, n_bins)), where=load > 0)
     increments = np.zeros(n_bins)
     for i, shape in enumerate(group.shapes):
+        if not alive[i].any():
+            continue
         busy = sum(type_share[j] * np.interp(utilisation, UTILISATION_GRID, shape.curves[code].increment_w)
                    for j, code in enumerate(codes))
         starting = sum(type_share[j] * shape.curves[code].engine_idle_increment_w for j, code in enumerate(codes))
@@ -477,12 +487,20 @@ def _lengths(group: _Group, workload: Workload, scale_by_length: bool) -> tuple[
 
 def _landing_shapes(weights: np.ndarray, alive: np.ndarray, bins: np.ndarray, draw: np.ndarray) -> np.ndarray:
     """Each request's shape, drawn in proportion to ready capacity (the ingress's balancer); while none is
-    ready, the shape with the most replicas starting."""
+    ready, the shape with the most replicas starting.
+
+    Only shapes that ever run and requests in bins where several shapes are ready need a draw; most have
+    one, so the work follows the requests and the shapes used, not every bin of every shape."""
+    used = np.flatnonzero(alive.any(axis=1))
+    weights, alive = weights[used], alive[used]
     at = weights[:, bins]
     total = at.sum(axis=0)
-    drawn = (np.cumsum(at, axis=0) < (draw * total)[None, :]).sum(axis=0)
-    waiting_for = np.argmax(alive[:, bins], axis=0)
-    return np.where(total > 0, np.minimum(drawn, len(weights) - 1), waiting_for)
+    shape_of = np.where(total > 0, np.argmax(at, axis=0), np.argmax(alive[:, bins], axis=0))
+    mixed = np.flatnonzero((at > 0).sum(axis=0) > 1)
+    if mixed.size:
+        drawn = (np.cumsum(at[:, mixed], axis=0) < (draw[mixed] * total[mixed])[None, :]).sum(axis=0)
+        shape_of[mixed] = np.minimum(drawn, len(weights) - 1)
+    return used[shape_of]
 
 
 def _per_curve(
