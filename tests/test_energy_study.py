@@ -104,7 +104,7 @@ def test_each_what_if_lifts_one_constraint_and_idle_power_is_the_idle_share_of_t
     setup = _setup(table)
     comparison = compare(workload, setup, "conv")
     lifted = {what_if.constraint: what_if.comparison for what_if in what_ifs(workload, setup)}
-    assert list(lifted) == ["start-up delay", "burst size", "idle power"]
+    assert list(lifted) == ["start-up delay", "burst size", "idle power", "clock lever"]
     for name, run in comparison.runs.items():
         # Idle power is charged per GPU held and decides nothing, so without it each bill loses exactly that part.
         without_idle = lifted["idle power"].runs[name].result

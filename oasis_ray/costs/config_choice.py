@@ -22,10 +22,9 @@ Four ways to choose, and every plan says which it used:
   was configured with (the live app), at default clocks where the table has
   them, since live replicas run unlocked, else the highest clock profiled;
   among those rows the fastest.
-- ClockRange: one of the three ways above over only some clocks: the
-  default clock alone (a deployment that never locks clocks, as the paper's
-  Algorithm 1 runs), or none below a floor (what-if comparisons of how much
-  a low clock is worth).
+- DefaultClock: one of the three ways above over the default clock's rows
+  alone (a deployment that never locks clocks, as the paper's Algorithm 1
+  runs, or a what-if of how much the clock choice is worth).
 """
 
 from __future__ import annotations
@@ -52,32 +51,16 @@ class FixedConfiguration:
 
 
 @dataclass(frozen=True)
-class ClockRange:
-    """A ConfigChoice over the rows at the default clock only, or at no locked clock below `min_clock_mhz`."""
+class DefaultClock:
+    """A ConfigChoice over the rows measured at the default clock only: a deployment that never locks clocks."""
 
     choice: ConfigChoice
-    default_clock_only: bool = False
-    min_clock_mhz: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.default_clock_only and self.min_clock_mhz is not None:
-            raise ValueError("min_clock_mhz: meaningless with default_clock_only (no locked clock is used)")
-
-    def allows(self, clock_mhz: np.ndarray) -> np.ndarray:
-        if self.default_clock_only:
-            return clock_mhz == DEFAULT_CLOCK
-        if self.min_clock_mhz is None:
-            return np.ones(len(clock_mhz), dtype=bool)
-        return (clock_mhz == DEFAULT_CLOCK) | (clock_mhz >= self.min_clock_mhz)
 
     def __str__(self) -> str:
-        if self.default_clock_only:
-            return f"{self.choice} at the default clock"
-        floor = "" if self.min_clock_mhz is None else f", no clock below {self.min_clock_mhz} MHz"
-        return f"{self.choice}{floor}"
+        return f"{self.choice} at the default clock"
 
 
-Selection = ConfigChoice | FixedConfiguration | ClockRange
+Selection = ConfigChoice | FixedConfiguration | DefaultClock
 
 
 @dataclass(frozen=True)
@@ -94,8 +77,8 @@ class Candidates:
 def choose_configuration(candidates: Candidates, selection: Selection) -> int | None:
     """The position of the chosen row, or None when no configuration the selection may reach meets the SLO."""
     feasible = candidates.msrr_rps > 0
-    if isinstance(selection, ClockRange):
-        feasible &= selection.allows(candidates.clock_mhz)
+    if isinstance(selection, DefaultClock):
+        feasible &= candidates.clock_mhz == DEFAULT_CLOCK
         selection = selection.choice
     if not feasible.any():
         return None

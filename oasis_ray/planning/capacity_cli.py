@@ -53,7 +53,7 @@ from oasis_ray.planning.sim_policies import (
     policy_settings,
     static_peak_policy,
 )
-from oasis_ray.planning.sim_routes import BY_OUTPUT, GROUPINGS
+from oasis_ray.planning.sim_routes import GROUPINGS
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 from oasis_ray.planning.simulator import OFF_THE_BILL, SimRun, simulate
 from oasis_ray.planning.traces import Trace, TraceError, load_azure_trace, load_burstgpt_trace
@@ -108,10 +108,10 @@ def _parser() -> argparse.ArgumentParser:
                                  f"{1 / (1 + SIMULATION_HEADROOM):.0%} of MSRR; the live default is 0.1)")
     simulating.add_argument("--static-headroom", type=float, default=STATIC_PEAK_HEADROOM,
                             help=f"static-peak's headroom over its busiest window (default {STATIC_PEAK_HEADROOM:g})")
-    simulating.add_argument("--routes", choices=tuple(GROUPINGS), default=BY_OUTPUT.name,
-                            help="how oasis and oasis-joint group query types into routes: by-output as "
-                                 "serve_config.yaml (SISO+LISO, SILO+LILO; default) or per-type as the paper "
-                                 "(paper-alg1 is always per-type)")
+    simulating.add_argument("--routes", choices=tuple(GROUPINGS),
+                            help="how oasis and oasis-joint group query types into routes (default: oasis "
+                                 "by-output as serve_config.yaml, SISO+LISO and SILO+LILO; oasis-joint by-model, "
+                                 "one route per model); per-type is the paper's (paper-alg1 is always per-type)")
     simulating.add_argument("--route-capacity", choices=("mix", "slowest"), default="mix",
                             help="a grouped route's MSRR: at each tick's mix of types, as the live policy "
                                  "(default), or always its slowest type's (safe for any mix)")
@@ -266,12 +266,15 @@ def _policies(
     unknown = sorted(set(names) - set(POLICY_NAMES))
     if unknown or not names:
         raise ValueError(f"--policies: unknown {unknown}; choose from {', '.join(POLICY_NAMES)}")
-    grouping = GROUPINGS[args.routes].model_copy(update={"capacity": args.route_capacity})
+    def routed(policy: OasisPolicy) -> OasisPolicy:
+        grouping = GROUPINGS[args.routes] if args.routes else policy.routes
+        return policy.model_copy(update={"routes": grouping.model_copy(update={"capacity": args.route_capacity})})
+
     builders: dict[str, Callable[[], FixedPolicy | OasisPolicy]] = {
         "static-peak": lambda: static_peak_policy(workload, table, pool, settings, args.static_headroom),
         "paper-alg1": paper_algorithm1,
-        "oasis": lambda: oasis_damped(args.headroom).model_copy(update={"routes": grouping}),
-        "oasis-joint": lambda: oasis_joint(args.headroom).model_copy(update={"routes": grouping}),
+        "oasis": lambda: routed(oasis_damped(args.headroom)),
+        "oasis-joint": lambda: routed(oasis_joint(args.headroom)),
     }
     return [builders[name]() for name in names]
 

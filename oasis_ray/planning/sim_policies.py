@@ -15,8 +15,10 @@
   cooldowns, configurations one knob at a time over every clock. Slices of
   one model share GPUs.
 - oasis-joint (`oasis_joint`): the same core with the configuration (clock x
-  batch x variant) chosen jointly, an EWMA-with-peak-hold forecast, and the
-  MIG slices of every model packed together onto shared GPUs.
+  batch x variant) chosen jointly, for every query type of a model together
+  (one route per model, so the rare long-output types hold no GPU of their
+  own), an EWMA-with-peak-hold forecast, and the MIG slices of every model
+  packed together onto shared GPUs.
 
 Every policy is printed with these settings next to its figures
 (`policy_settings`), so no result is read without its assumptions.
@@ -30,12 +32,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from oasis_ray.costs.config_choice import ClockRange, ConfigChoice
+from oasis_ray.costs.config_choice import ConfigChoice, DefaultClock
 from oasis_ray.costs.table import CostTable
 from oasis_ray.planning.inventory import DevicePool
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.settings import EwmaPeakForecast, RouteLimits, ScalingConfig
-from oasis_ray.planning.sim_routes import BY_OUTPUT, PER_TYPE, RouteGrouping
+from oasis_ray.planning.sim_routes import BY_MODEL, BY_OUTPUT, PER_TYPE, RouteGrouping
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 
 # Large enough that the simulator, not an operator's bound, decides how many replicas a burst gets.
@@ -47,7 +49,7 @@ SIMULATION_HEADROOM = 0.5
 # Static-peak is sized from the trace's own busiest rate window, so it needs headroom only for bursts
 # inside a window: the live default.
 STATIC_PEAK_HEADROOM = 0.1
-DEFAULT_CLOCK_ONE_AT_A_TIME = ClockRange(choice="one-at-a-time", default_clock_only=True)
+DEFAULT_CLOCK_ONE_AT_A_TIME = DefaultClock(choice="one-at-a-time")
 
 Packing = Literal["model", "fleet"]
 
@@ -81,7 +83,7 @@ class OasisPolicy(BaseModel):
 
     kind: Literal["oasis"] = "oasis"
     name: str = Field(min_length=1)
-    config_choice: ConfigChoice | ClockRange
+    config_choice: ConfigChoice | DefaultClock
     scaling: ScalingConfig
     routes: RouteGrouping = BY_OUTPUT
     packing: Packing = Field("model", description="'model': one model's slices share GPUs; 'fleet': any model's.")
@@ -174,12 +176,12 @@ def oasis_damped(headroom: float = SIMULATION_HEADROOM) -> OasisPolicy:
     return OasisPolicy(name="oasis", config_choice="one-at-a-time", scaling=scaling, packing="model")
 
 
-def oasis_joint(headroom: float = SIMULATION_HEADROOM, min_clock_mhz: int | None = None) -> OasisPolicy:
-    """Joint configuration choice (over clocks from `min_clock_mhz`), EWMA-peak forecast, fleet-wide MIG packing."""
+def oasis_joint(headroom: float = SIMULATION_HEADROOM, default_clock_only: bool = False) -> OasisPolicy:
+    """Joint configuration choice for a model's whole mix (over every clock, or the default clock alone),
+    EWMA-peak forecast, fleet-wide MIG packing."""
     scaling = ScalingConfig(default_limits=_limits(), headroom=headroom, forecast=EwmaPeakForecast())
-    choice: ConfigChoice | ClockRange = "joint" if min_clock_mhz is None else ClockRange(
-        choice="joint", min_clock_mhz=min_clock_mhz)
-    return OasisPolicy(name="oasis-joint", config_choice=choice, scaling=scaling, packing="fleet")
+    choice: ConfigChoice | DefaultClock = DefaultClock(choice="joint") if default_clock_only else "joint"
+    return OasisPolicy(name="oasis-joint", config_choice=choice, scaling=scaling, routes=BY_MODEL, packing="fleet")
 
 
 def policy_settings(policy: FixedPolicy | OasisPolicy) -> str:
