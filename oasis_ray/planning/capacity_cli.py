@@ -33,8 +33,9 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from oasis_ray.planning.capacity_figures import power_over_time_figure
+from oasis_ray.planning.energy_study import StudySetup, static_peak_keeping_slo
 from oasis_ray.profiling.hct import HardwareCostTable, HctError, load_hct
-from oasis_ray.planning.inventory import DevicePool, Inventory
+from oasis_ray.planning.inventory import DevicePool, Inventory, Prices
 from oasis_ray.planning.paper_tables import PAPER_RUN_ID, PAPER_SLO_P95_E2E_S, paper_hct, paper_inventory
 from oasis_ray.planning.planner import Plan, PlanRequest, RouteDemand, plan
 from oasis_ray.query_types import QueryType
@@ -51,7 +52,6 @@ from oasis_ray.planning.sim_policies import (
     oasis_joint,
     paper_algorithm1,
     policy_settings,
-    static_peak_policy,
 )
 from oasis_ray.planning.sim_routes import GROUPINGS
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
@@ -177,7 +177,7 @@ def _simulate(args: argparse.Namespace) -> int:
                                   scale_by_length=not args.no_length_scaling)
     service = CostTable(table, slo)
     runs: list[SimRun] = []
-    policies = _policies(args, workload, service, pool, settings)
+    policies = _policies(args, workload, service, pool, inventory.prices, settings)
     for policy in policies:
         with tqdm(total=100, desc=policy.name, unit="%", file=sys.stderr, leave=False) as bar:
             runs.append(simulate(workload, policy, service, pool, inventory.prices, settings, _bar_to(bar)))
@@ -260,7 +260,8 @@ def _parse_demand(text: str) -> RouteDemand:
 
 
 def _policies(
-    args: argparse.Namespace, workload: Workload, table: CostTable, pool: DevicePool, settings: SimulationSettings
+    args: argparse.Namespace, workload: Workload, table: CostTable, pool: DevicePool, prices: Prices,
+    settings: SimulationSettings,
 ) -> list[FixedPolicy | OasisPolicy]:
     names = [name.strip() for name in args.policies.split(",") if name.strip()]
     unknown = sorted(set(names) - set(POLICY_NAMES))
@@ -271,7 +272,9 @@ def _policies(
         return policy.model_copy(update={"routes": grouping.model_copy(update={"capacity": args.route_capacity})})
 
     builders: dict[str, Callable[[], FixedPolicy | OasisPolicy]] = {
-        "static-peak": lambda: static_peak_policy(workload, table, pool, settings, args.static_headroom),
+        "static-peak": lambda: static_peak_keeping_slo(workload, StudySetup(
+            table=table, pool=pool, prices=prices, settings=settings, headroom=args.headroom,
+            static_headroom=args.static_headroom)),
         "paper-alg1": paper_algorithm1,
         "oasis": lambda: routed(oasis_damped(args.headroom)),
         "oasis-joint": lambda: routed(oasis_joint(args.headroom)),

@@ -2,7 +2,8 @@
 
 - static-peak (`static_peak_policy`): whole GPUs at the default clock,
   enough for the trace's busiest rate window, always on. The deployment
-  that keeps the SLO without an autoscaler, so the one to beat.
+  that keeps the SLO without an autoscaler, so the one to beat
+  (oasis_ray.planning.energy_study adds GPUs until its run keeps the SLO).
 - paper Algorithm 1 (`paper_algorithm1`): the OASIS paper's runtime policy
   as published: a route per (model, query type), Algorithm 1 on the
   observed rate every tick (a MIG slice below one GPU, else ceil() whole
@@ -189,7 +190,7 @@ def policy_settings(policy: FixedPolicy | OasisPolicy) -> str:
     if isinstance(policy, FixedPolicy):
         devices = ", ".join(f"{group.model_id} x{group.replicas}" for group in policy.groups)
         return (f"{policy.name}: always-on whole GPUs ({devices}), baseline configuration (default clock), "
-                f"sized for the busiest rate window")
+                f"sized for the busiest rate window, plus GPUs while they raise its SLO attainment")
     scaling = policy.scaling
     damping = ("no damping" if scaling.hysteresis == 0 and scaling.upscale_cooldown_s == 0
                and scaling.downscale_cooldown_s == 0 else
