@@ -110,16 +110,17 @@ class CostTable:
         self.slo_p95_e2e_s = slo
         rows = table.rows[table.rows["status"] == "ok"].reset_index(drop=True)
         self._rows = rows
-        self._points = table.load_points.sort_values(["trial_id", "order"], kind="stable").reset_index(drop=True)
-        self._point_ids = self._points["trial_id"].to_numpy(dtype=object)
+        points = table.load_points
+        # Trials as integer codes, shared by rows and points, so grouping points never compares strings.
+        codes = pd.factorize(pd.concat([rows["trial_id"], points["trial_id"]], ignore_index=True))[0]
+        self._row_codes, point_codes = codes[: len(rows)], codes[len(rows):]
+        order = np.lexsort((points["order"].to_numpy(dtype=np.int64), point_codes))
+        self._point_codes = point_codes[order]
         self._point_columns = {
-            "concurrency": self._points["concurrency"].to_numpy(dtype=float),
-            "requests_per_s": self._points["requests_per_s"].to_numpy(dtype=float),
-            "ttft_p50_s": self._points["ttft_p50_s"].to_numpy(dtype=float),
-            "e2e_p50_s": self._points["e2e_p50_s"].to_numpy(dtype=float),
-            "e2e_p95_s": self._points["e2e_p95_s"].to_numpy(dtype=float),
-            "e2e_p99_s": self._points["e2e_p99_s"].to_numpy(dtype=float),
-            "power_w": self._points["mean_power_w"].to_numpy(dtype=float, na_value=np.nan),
+            name: points[column].to_numpy(dtype=float, na_value=np.nan)[order]
+            for name, column in (("concurrency", "concurrency"), ("requests_per_s", "requests_per_s"),
+                                 ("ttft_p50_s", "ttft_p50_s"), ("e2e_p50_s", "e2e_p50_s"), ("e2e_p95_s", "e2e_p95_s"),
+                                 ("e2e_p99_s", "e2e_p99_s"), ("power_w", "mean_power_w"))
         }
         self._trial_ids = rows["trial_id"].to_numpy(dtype=object)
         self._lengths = rows[["input_tokens", "output_tokens"]].to_numpy(dtype=np.int64)
@@ -152,7 +153,6 @@ class CostTable:
         """
         if not shares or min(shares.values()) <= 0:
             raise ValueError(f"shares: every listed query type needs a positive share, got {dict(shares)}")
-        total = sum(shares.values())
         groups = self._model_groups(model_id, shares)
         if groups is None:
             return []
@@ -162,23 +162,17 @@ class CostTable:
             if any(not at.size for at in on_shape.values()):
                 continue
             if len(groups) == 1:
+                # One type: its own rows are the mix (its share is 1), so they are chosen from as they stand.
                 ((qt, group),) = groups.items()
                 rows = {qt: _first_of_each_configuration(group, shape, hardware)}
+                mixed = _subset(group.candidates, rows[qt])
             else:
                 aligned = _aligned_configurations({qt: groups[qt].config_key[at] for qt, at in on_shape.items()})
                 if aligned is None:
                     continue
-                common, positions = aligned
+                _, positions = aligned
                 rows = {qt: on_shape[qt][positions[qt]] for qt in groups}
-            first = _subset(next(iter(groups.values())).candidates, next(iter(rows.values())))
-            # An infeasible type (MSRR 0) makes the mix's seconds per request infinite, so its MSRR 0.
-            with np.errstate(divide="ignore"):
-                seconds = sum(shares[qt] / total / groups[qt].candidates.msrr_rps[at] for qt, at in rows.items())
-            energy = sum(shares[qt] / total * groups[qt].candidates.energy_per_request_j[at] for qt, at in rows.items())
-            mixed = Candidates(
-                clock_mhz=first.clock_mhz, max_num_seqs=first.max_num_seqs, variant=first.variant,
-                msrr_rps=1.0 / seconds, energy_per_request_j=energy,
-            )
+                mixed = _mixed(groups, rows, shares)
             chosen = choose_configuration(mixed, selection)
             if chosen is not None:
                 choices.append({qt: self._choice(groups[qt], int(at[chosen]), shape, hardware) for qt, at in rows.items()})
@@ -257,25 +251,33 @@ class CostTable:
 
     def _load_points(self, position: int) -> LoadPoints:
         """The trial's points, or its row alone (at its MSRR) when the table has none for it."""
-        trial_id = self._trial_ids[position]
-        lo = int(np.searchsorted(self._point_ids, trial_id, side="left"))
-        hi = int(np.searchsorted(self._point_ids, trial_id, side="right"))
+        code = self._row_codes[position]
+        lo = int(np.searchsorted(self._point_codes, code, side="left"))
+        hi = int(np.searchsorted(self._point_codes, code, side="right"))
         if hi == lo:
             return _row_as_point(self._rows.iloc[position])
         columns = self._point_columns
         return LoadPoints(**{name: values[lo:hi] for name, values in columns.items()})
 
     def _msrr_under_slo(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        points = self._points
-        passing = points[points["e2e_p95_s"] <= self.slo_p95_e2e_s]
-        best = passing.loc[passing.groupby("trial_id", sort=False)["requests_per_s"].idxmax()]
-        best = best.set_index("trial_id")
-        has_points = rows["trial_id"].isin(set(self._point_ids)).to_numpy()
-        msrr = rows["trial_id"].map(best["requests_per_s"]).to_numpy(dtype=float, na_value=0.0)
-        power = rows["trial_id"].map(best["mean_power_w"]).to_numpy(dtype=float, na_value=np.nan)
+        """Each row's MSRR under the SLO (its best passing point's throughput, the first such point on a tie) and
+        the power there; a row without points keeps its own figures where its SLO was no looser."""
+        columns, codes = self._point_columns, self._point_codes
+        trials = int(max(codes.max(initial=-1), self._row_codes.max(initial=-1))) + 1
+        passing = np.flatnonzero(columns["e2e_p95_s"] <= self.slo_p95_e2e_s)
+        ranked = passing[np.lexsort((passing, -columns["requests_per_s"][passing], codes[passing]))]
+        first = ranked[np.unique(codes[ranked], return_index=True)[1]]
+        best_rps, best_power = np.zeros(trials), np.full(trials, np.nan)
+        best_rps[codes[first]] = columns["requests_per_s"][first]
+        best_power[codes[first]] = columns["power_w"][first]
+        has_points = np.zeros(trials, dtype=bool)
+        has_points[codes] = True
+        on_row = self._row_codes
         row_holds = (rows["slo_p95_e2e_s"] <= self.slo_p95_e2e_s).to_numpy()
-        msrr = np.where(has_points, msrr, np.where(row_holds, rows["msrr_req_s"].to_numpy(dtype=float), 0.0))
-        power = np.where(has_points, power, rows["mean_power_w"].to_numpy(dtype=float, na_value=np.nan))
+        msrr = np.where(has_points[on_row], best_rps[on_row],
+                        np.where(row_holds, rows["msrr_req_s"].to_numpy(dtype=float), 0.0))
+        power = np.where(has_points[on_row], best_power[on_row],
+                         rows["mean_power_w"].to_numpy(dtype=float, na_value=np.nan))
         return msrr, power
 
     @staticmethod
@@ -394,6 +396,18 @@ def _row_as_point(row: pd.Series) -> LoadPoints:
         e2e_p99_s=one("e2e_p99_s"),
         power_w=one("mean_power_w"),
     )
+
+
+def _mixed(groups: dict[QueryType, _Group], rows: dict[QueryType, np.ndarray], shares: Shares) -> Candidates:
+    """Each aligned configuration as the mix sees it: harmonic MSRR and share-weighted energy per request."""
+    total = sum(shares.values())
+    first = _subset(next(iter(groups.values())).candidates, next(iter(rows.values())))
+    # An infeasible type (MSRR 0) makes the mix's seconds per request infinite, so its MSRR 0.
+    with np.errstate(divide="ignore"):
+        seconds = sum(shares[qt] / total / groups[qt].candidates.msrr_rps[at] for qt, at in rows.items())
+    energy = sum(shares[qt] / total * groups[qt].candidates.energy_per_request_j[at] for qt, at in rows.items())
+    return Candidates(clock_mhz=first.clock_mhz, max_num_seqs=first.max_num_seqs, variant=first.variant,
+                      msrr_rps=1.0 / seconds, energy_per_request_j=energy)
 
 
 def _aligned_configurations(
