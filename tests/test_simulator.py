@@ -296,7 +296,7 @@ def test_simulate_compares_the_policies_on_a_real_azure_trace(
     assert "static-peak: always-on whole GPUs (llama-3-8b x" in printed
     assert "paper-alg1: routes per-type" in printed and "headroom 0 (target utilisation 100% of MSRR), no damping" in printed
     assert "oasis: routes by-output (route MSRR: mix)" in printed and "target utilisation 67% of MSRR" in printed
-    assert "oasis-joint: routes by-model" in printed and "forecast ewma_peak, MIG slices packed per fleet" in printed
+    assert "oasis-joint: routes by-model" in printed and "forecast holt, MIG slices packed per fleet" in printed
     assert "GPUs the policy does not hold are off the bill" in printed
     assert "Azure LLM inference trace 2023" in printed and "CC-BY 4.0" in printed
     assert (tmp_path / "power.png").stat().st_size > 0

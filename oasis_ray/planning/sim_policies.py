@@ -18,8 +18,10 @@
 - oasis-joint (`oasis_joint`): the same core with the configuration (clock x
   batch x variant) chosen jointly, for every query type of a model together
   (one route per model, so the rare long-output types hold no GPU of their
-  own), an EWMA-with-peak-hold forecast, and the MIG slices of every model
-  packed together onto shared GPUs.
+  own), a Holt trend forecast one start-up ahead (so replicas start before a
+  ramp arrives; an EWMA with peak hold was tried and, on the bursty Azure
+  traces, held a burst's capacity for minutes), and the MIG slices of every
+  model packed together onto shared GPUs.
 
 Every policy is printed with these settings next to its figures
 (`policy_settings`), so no result is read without its assumptions.
@@ -37,7 +39,7 @@ from oasis_ray.costs.config_choice import ConfigChoice, DefaultClock
 from oasis_ray.costs.table import CostTable
 from oasis_ray.planning.inventory import DevicePool
 from oasis_ray.query_types import QueryType
-from oasis_ray.scaling.settings import EwmaPeakForecast, RouteLimits, ScalingConfig
+from oasis_ray.scaling.settings import HoltForecast, RouteLimits, ScalingConfig
 from oasis_ray.planning.sim_routes import BY_MODEL, BY_OUTPUT, PER_TYPE, RouteGrouping
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 
@@ -179,8 +181,8 @@ def oasis_damped(headroom: float = SIMULATION_HEADROOM) -> OasisPolicy:
 
 def oasis_joint(headroom: float = SIMULATION_HEADROOM, default_clock_only: bool = False) -> OasisPolicy:
     """Joint configuration choice for a model's whole mix (over every clock, or the default clock alone),
-    EWMA-peak forecast, fleet-wide MIG packing."""
-    scaling = ScalingConfig(default_limits=_limits(), headroom=headroom, forecast=EwmaPeakForecast())
+    Holt forecast a start-up ahead, fleet-wide MIG packing."""
+    scaling = ScalingConfig(default_limits=_limits(), headroom=headroom, forecast=HoltForecast())
     choice: ConfigChoice | DefaultClock = DefaultClock(choice="joint") if default_clock_only else "joint"
     return OasisPolicy(name="oasis-joint", config_choice=choice, scaling=scaling, routes=BY_MODEL, packing="fleet")
 
