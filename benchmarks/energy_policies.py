@@ -83,7 +83,9 @@ def main() -> int:
     inventory = paper_inventory(GPUS)
     pool = inventory.pools[0]
     print(f"Cost table: {provenance(hct)}")
-    print(f"Pool: {pool.name}, board idle {pool.idle_power_w} W (the board with no engine), "
+    if uses_gpu_model(hct):
+        print(ML_ENERGY_CREDIT)
+    print(f"Pool: {pool.name}, board idle {_watts(pool.idle_power_w)} (the board with no engine), "
           f"${pool.usd_per_hour}/GPU-h. {OFF_THE_BILL}\n")
     print_runtime_experiment(table, inventory)
     settings = SimulationSettings(slo_p95_e2e_s=PAPER_SLO_P95_E2E_S)
@@ -111,8 +113,15 @@ def main() -> int:
     print_summary(summary, targets)
     print("\n".join(policy_settings(policy) for policy in summary[0][1].policies.values()))
     print(TRACE_CREDITS["azure"])
+    if uses_gpu_model(hct):
+        print(ML_ENERGY_CREDIT)
     print(f"(all of the above in {time.perf_counter() - started:.0f} s)")
     return 0
+
+
+ML_ENERGY_CREDIT = ('Derived rows come from the GPU model fitted to the OASIS tables and to ML.ENERGY\'s vLLM '
+                    'measurements (J.-W. Chung et al., "The ML.ENERGY Benchmark", NeurIPS Datasets and Benchmarks '
+                    '2025); see the README\'s GPU model section.')
 
 
 def provenance(hct: HardwareCostTable) -> str:
@@ -123,6 +132,15 @@ def provenance(hct: HardwareCostTable) -> str:
     counts = rows["provenance"].value_counts()
     parts = [f"{counts.get(kind, 0)} {kind}" for kind in ("published", "measured", "derived")]
     return f"{hct.metadata.spec_name}: {len(rows)} rows, " + ", ".join(parts)
+
+
+def _watts(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f} W"
+
+
+def uses_gpu_model(hct: HardwareCostTable) -> bool:
+    rows = hct.rows
+    return "provenance_note" in rows and bool(rows["provenance_note"].fillna("").str.contains("gpu_model").any())
 
 
 def print_runtime_experiment(table: CostTable, inventory: Inventory) -> None:

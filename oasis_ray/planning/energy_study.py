@@ -24,6 +24,7 @@ constraint holds the result back, and so what would lift it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -168,7 +169,7 @@ def what_ifs(workload: Workload, setup: StudySetup) -> list[WhatIf]:
          replace(setup, settings=setup.settings.model_copy(update={"startup_s": 0.0}))),
         ("burst size", f"arrivals evenly spaced within each {setup.settings.slo_window_s:g} s window",
          without_bursts(workload, setup.settings.slo_window_s), setup),
-        ("idle power", f"board idle {setup.pool.idle_power_w} W -> 0 W for every policy", workload,
+        ("idle power", f"board idle {setup.pool.idle_power_w or math.nan:.1f} W -> 0 W for every policy", workload,
          replace(setup, settings=setup.settings.model_copy(update={"board_idle_charged": False}))),
     ]
     lifted.append(("clock lever", "oasis-joint at the default clock only (the clock choice taken away)", workload,
