@@ -98,7 +98,9 @@ class _Group:
     # One integer per (clock, batch, variant), equal across groups for the same configuration.
     config_key: np.ndarray
     # Rows per (shape, accelerator type) asked for so far: a plan asks the same few for hundreds of routes.
-    on_shape: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, compare=False)
+    on_shape: dict[tuple[str, str | None], np.ndarray] = field(default_factory=dict, compare=False)
+    first_rows: dict[tuple[str, str, str | None], tuple[np.ndarray, Candidates]] = field(default_factory=dict,
+                                                                                          compare=False)
 
 
 class CostTable:
@@ -164,8 +166,8 @@ class CostTable:
             if len(groups) == 1:
                 # One type: its own rows are the mix (its share is 1), so they are chosen from as they stand.
                 ((qt, group),) = groups.items()
-                rows = {qt: _first_of_each_configuration(group, shape, hardware)}
-                mixed = _subset(group.candidates, rows[qt])
+                at, mixed = _first_of_each_configuration(group, shape, hardware)
+                rows = {qt: at}
             else:
                 aligned = _aligned_configurations({qt: groups[qt].config_key[at] for qt, at in on_shape.items()})
                 if aligned is None:
@@ -322,13 +324,15 @@ def _on_shape(group: _Group, shape: str, hardware: Hardware) -> np.ndarray:
     return found
 
 
-def _first_of_each_configuration(group: _Group, shape: str, hardware: Hardware) -> np.ndarray:
-    """Positions of the first row of each configuration on the shape, in table order (cached like `_on_shape`)."""
+def _first_of_each_configuration(group: _Group, shape: str, hardware: Hardware) -> tuple[np.ndarray, Candidates]:
+    """Positions of the first row of each configuration on the shape, in table order, and their candidates
+    (cached like `_on_shape`)."""
     key = ("first", shape, None if shape == CPU else hardware.accelerator_type)
-    found = group.on_shape.get(key)
+    found = group.first_rows.get(key)
     if found is None:
         at = _on_shape(group, shape, hardware)
-        found = group.on_shape[key] = at[np.sort(np.unique(group.config_key[at], return_index=True)[1])]
+        first = at[np.sort(np.unique(group.config_key[at], return_index=True)[1])]
+        found = group.first_rows[key] = (first, _subset(group.candidates, first))
     return found
 
 
