@@ -27,7 +27,6 @@ splitting", ISCA 2024.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path

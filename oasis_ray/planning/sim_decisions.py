@@ -15,10 +15,14 @@ Python call per route and tick:
   Algorithm 1's answer within the route's bounds;
 - the part that does depend on the plan (the core's rules for acting now:
   cooldowns, hysteresis, make before break) runs as plain arithmetic, only
-  at the ticks where it can change anything: where Algorithm 1's answer
-  differs from the plan, or a move between shapes is still finishing. At
-  any other tick the core holds and asks for the replicas already asked
-  for, so skipping it changes nothing.
+  at the ticks where it can change anything. While a plan stands and no
+  move between shapes is finishing, the core's holds (Algorithm 1 agrees
+  with the plan, the need sits in the hysteresis band, a cooldown runs, the
+  plan already serves the need) leave the plan, the targets and the time of
+  the last change as they are, so the next tick that acts is found with the
+  same rules over a block of ticks at once, and only it is visited. While a
+  move is finishing every tick is visited (the running replicas decide when
+  the old shape retires).
 
 Each step follows the core's arithmetic operation for operation, so the
 floats, and hence every decision, are the same, not merely close.
@@ -130,8 +134,7 @@ def decide_route_over_trace(
     while k < len(ticks):
         now = float(ticks[k])
         current = replicas.ready(now)
-        plan = _judge(k, now, (plan_shape, plan_replicas), series, config, limits.min_replicas,
-                      limits.max_replicas, changed_at)
+        plan = _judge(k, now, (plan_shape, plan_replicas), series, config, changed_at)
         if plan != (plan_shape, plan_replicas):
             changed_at = now
         plan_shape, plan_replicas = plan
@@ -140,7 +143,7 @@ def decide_route_over_trace(
                                    0.0 if k == 0 else startup_s)
         changes += moved if k else 0
         pending = any(i != plan_shape for i in targets)
-        k = k + 1 if pending else _next_unsettled(series, k + 1, plan)
+        k = k + 1 if pending else _next_action(series, ticks, k + 1, plan, changed_at, config)
     return changes
 
 
@@ -249,8 +252,7 @@ def _cooldown_left(cooldown_s: float, changed_at_s: float | None, now_s: float) 
 
 
 def _judge(
-    k: int, now: float, before: tuple[int, int], series: _Series, config: ScalingConfig, min_replicas: int,
-    max_replicas: int, changed_at: float | None,
+    k: int, now: float, before: tuple[int, int], series: _Series, config: ScalingConfig, changed_at: float | None,
 ) -> tuple[int, int]:
     """scaling.core._judge: the plan after this tick (the rules are in that module's docstring)."""
     shape, replicas = int(series.wanted_shape[k]), int(series.wanted_replicas[k])
@@ -262,8 +264,8 @@ def _judge(
     need = float(series.need[k])
     if before[1] == 0:
         return wanted
-    if before[1] > max_replicas or (before[1] < min_replicas and replicas > 0):
-        return wanted
+    # The core's rule for a plan outside [min, max] cannot apply: every plan here is Algorithm 1's answer
+    # within the route's bounds (or zero, handled above).
     if need > serving:
         return before if _cooldown_left(config.upscale_cooldown_s, changed_at, now) > 0 else wanted
     if scale_up:
@@ -290,19 +292,47 @@ def _make_before_break(
     return targets
 
 
-def _next_unsettled(series: _Series, start: int, plan: tuple[int, int]) -> int:
-    """The first tick from `start` whose Algorithm 1 answer is not the plan (len(ticks) if none)."""
-    shape, replicas = plan
-    total = len(series.need)
+def _next_action(
+    series: _Series, ticks: np.ndarray, start: int, plan: tuple[int, int], changed_at: float | None,
+    config: ScalingConfig,
+) -> int:
+    """The first tick from `start` at which `_judge` adopts Algorithm 1's answer (len(ticks) if none).
+
+    `_judge`'s rules for a standing plan, over a block of ticks at once, with the same arithmetic.
+    """
+    total = len(ticks)
     width = _FIRST_SCAN
     while start < total:
         stop = min(total, start + width)
-        wanted_replicas = series.wanted_replicas[start:stop]
-        same = (series.wanted_shape[start:stop] == shape) & (wanted_replicas == replicas)
-        if replicas == 0:
-            same |= wanted_replicas == 0
-        differs = np.flatnonzero(~same)
-        if differs.size:
-            return start + int(differs[0])
+        acts = _acts(series, ticks, slice(start, stop), plan, changed_at, config)
+        found = np.flatnonzero(acts)
+        if found.size:
+            return start + int(found[0])
         start, width = stop, width * 4
     return total
+
+
+def _acts(
+    series: _Series, ticks: np.ndarray, at: slice, plan: tuple[int, int], changed_at: float | None,
+    config: ScalingConfig,
+) -> np.ndarray:
+    shape, replicas = plan
+    wanted_shape, wanted_replicas = series.wanted_shape[at], series.wanted_replicas[at]
+    same = (wanted_shape == shape) & (wanted_replicas == replicas)
+    if replicas == 0:
+        return ~(same | (wanted_replicas == 0))
+    need = series.need[at]
+    msrr = series.msrr[:, at]
+    serving = msrr[shape] * replicas
+    offered = np.where(wanted_replicas > 0, np.take_along_axis(msrr, np.maximum(wanted_shape, 0)[None, :], 0)[0]
+                       * wanted_replicas, 0.0)
+    now = ticks[at]
+    if changed_at is None:
+        up_waits = down_waits = np.zeros(len(need), dtype=bool)
+    else:
+        up_waits = config.upscale_cooldown_s - (now - changed_at) > 0
+        down_waits = config.downscale_cooldown_s - (now - changed_at) > 0
+    short = need > serving
+    below_band = need < offered * (1 - config.hysteresis)
+    downscale = ~short & ~(offered > serving) & ((wanted_replicas == 0) | below_band) & ~down_waits
+    return ~same & ((short & ~up_waits) | downscale)
