@@ -201,7 +201,7 @@ def print_summary(summary: list[tuple[str, Comparison, list[str]]], targets: Tar
     rows = []
     for label, comparison, missed in summary:
         joint = comparison.runs[JOINT].result
-        rows.append([label, f"{comparison.saving(STATIC_PEAK):.1%}", f"{comparison.saving(PAPER):.1%}",
+        rows.append([label, f"{comparison.saving(STATIC_PEAK):.2%}", f"{comparison.saving(PAPER):.2%}",
                      f"{min(joint.slo_attainment_requests, joint.slo_attainment_windows):.1%}",
                      "met" if not missed else "MISSED"])
     print(format_table(["trace", "saving vs static-peak", "saving vs paper-alg1", "oasis-joint SLO (min)",

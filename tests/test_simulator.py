@@ -293,7 +293,7 @@ def test_simulate_compares_the_policies_on_a_real_azure_trace(
         assert 0 <= result["slo_attainment_requests"] <= 1 and 0 <= result["slo_attainment_windows"] <= 1
         assert f"{policy} " in printed
     assert results["static-peak"]["replica_changes"] == 0 and results["oasis"]["replica_changes"] > 0
-    assert "static-peak: always-on whole GPUs (llama-3-8b x" in printed
+    assert "static-peak: always-on whole GPUs at the default clock (llama-3-8b x" in printed
     assert "paper-alg1: routes per-type" in printed and "headroom 0 (target utilisation 100% of MSRR), no damping" in printed
     assert "oasis: routes by-output (route MSRR: mix)" in printed and "target utilisation 67% of MSRR" in printed
     assert "oasis-joint: routes by-model" in printed and "forecast holt, MIG slices packed per fleet" in printed

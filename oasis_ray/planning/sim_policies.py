@@ -1,7 +1,8 @@
 """The policies a what-if simulation compares, as a user would define them, and the simulation's own settings.
 
-- static-peak (`static_peak_policy`): whole GPUs at the default clock,
-  enough for the trace's busiest rate window, always on. The deployment
+- static-peak (`static_peak_policy`): whole GPUs at the default clock, each
+  model at the best configuration (batch size, variant) the table has there
+  for its mix, enough for the trace's busiest rate window, always on. The deployment
   that keeps the SLO without an autoscaler, so the one to beat
   (oasis_ray.planning.energy_study adds GPUs until its run keeps the SLO).
 - paper Algorithm 1 (`paper_algorithm1`): the OASIS paper's runtime policy
@@ -35,7 +36,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from oasis_ray.costs.config_choice import ConfigChoice, DefaultClock
+from oasis_ray.costs.config_choice import ConfigChoice, DefaultClock, FixedConfiguration
 from oasis_ray.costs.table import CostTable
 from oasis_ray.planning.inventory import DevicePool
 from oasis_ray.query_types import QueryType
@@ -66,11 +67,14 @@ class FixedGroup(BaseModel):
     query_types: tuple[QueryType, ...] = Field(min_length=1)
     replicas: int = Field(1, ge=1)
     shape: str | None = Field(None, description="A MIG profile of the pool; None: the pool's whole device.")
+    configuration: FixedConfiguration | None = Field(
+        None, description="Batch size and variant every type runs with, at the default clock; None: each type's "
+                          "baseline row (the sweep's first).")
 
 
 class FixedPolicy(BaseModel):
-    """Groups that never change, each at the sweep's baseline configuration on its shape, serving whatever it
-    is sent (a type that misses the SLO there is served late, not refused)."""
+    """Groups that never change, each at its configuration (or the sweep's baseline row) on its shape, serving
+    whatever it is sent (a type that misses the SLO there is served late, not refused)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -123,32 +127,46 @@ class SimulationSettings(BaseModel):
     seed: int = 0
 
 
+STATIC_SELECTION = DefaultClock(choice="joint")
+
+
 def static_peak_policy(
     workload: Workload, table: CostTable, pool: DevicePool, settings: SimulationSettings, headroom: float
 ) -> FixedPolicy:
     """Whole devices per model for its peak: max over rate windows of sum(rate x cost / MSRR) x (1 + headroom).
 
-    MSRRs are the baseline configuration's (the sweep's first row, at the
-    default clock), as a static deployment runs it; a query type no baseline
-    configuration serves under the SLO adds nothing. `cost` is the type's
-    mean request cost relative to its profiled request when the simulation
-    charges requests by their lengths (else 1), the same correction the
-    OASIS policies' route capacities get (sim_routes), so neither side is
-    sized for cheaper requests than it serves.
+    Each model runs one engine configuration for every type it serves, as a
+    static deployment does: the best the table has at the default clock for
+    the model's mix (clocks stay unlocked; batch size and variant are
+    chosen jointly, STATIC_SELECTION), or the sweep's baseline row per type
+    where no default-clock configuration serves all of them under the SLO.
+    A type no configuration serves adds nothing to the sizing. `cost` is the
+    type's mean request cost relative to its profiled request when the
+    simulation charges requests by their lengths (else 1), the same
+    correction the OASIS policies' route capacities get (sim_routes), so
+    neither side is sized for cheaper requests than it serves.
     """
     if not 0 <= headroom <= 10:
         raise ValueError(f"headroom: must be within [0, 10], got {headroom}")
     groups = []
     windows = max(1, math.ceil(workload.duration_s / settings.rate_window_s))
     window_of = np.minimum((workload.arrival_s // settings.rate_window_s).astype(np.int64), windows - 1)
+    whole = pool.hardware(allow_mig=False)
     for model_index, model_id in enumerate(workload.models):
         of_model = workload.model_index == model_index
         if not of_model.any():
             continue
+        counts_by_type = np.bincount(workload.type_code[of_model], minlength=len(QUERY_TYPES))
+        shares = {qt: float(counts_by_type[code]) for code, qt in enumerate(QUERY_TYPES) if counts_by_type[code]}
+        shared = table.shared_shape_choices(model_id, shares, whole, STATIC_SELECTION)
+        configuration = None
+        if shared:
+            chosen = next(iter(shared[0].values())).option
+            configuration = FixedConfiguration(max_num_seqs=chosen.max_num_seqs or 1, variant=chosen.variant or "")
         gpus_per_window = np.zeros(windows)
         for code, query_type in enumerate(QUERY_TYPES):
-            choices = table.shape_choices(model_id, query_type, pool.hardware(allow_mig=False), "baseline")
             of_type = of_model & (workload.type_code == code)
+            choices = table.shape_choices(model_id, query_type, whole, configuration or "baseline")
             if choices and of_type.any():
                 cost = 1.0
                 if settings.scale_by_length:
@@ -157,7 +175,8 @@ def static_peak_policy(
                 counts = np.bincount(window_of[of_type], minlength=windows)
                 gpus_per_window += counts / settings.rate_window_s / choices[0].option.msrr_rps * cost
         replicas = max(1, math.ceil(float(gpus_per_window.max()) * (1 + headroom) - 1e-9))
-        groups.append(FixedGroup(model_id=model_id, query_types=tuple(QueryType), replicas=replicas))
+        groups.append(FixedGroup(model_id=model_id, query_types=tuple(QueryType), replicas=replicas,
+                                 configuration=configuration))
     return FixedPolicy(name="static-peak", groups=tuple(groups))
 
 
@@ -190,9 +209,10 @@ def oasis_joint(headroom: float = SIMULATION_HEADROOM, default_clock_only: bool 
 def policy_settings(policy: FixedPolicy | OasisPolicy) -> str:
     """What a policy ran with, so a table is never read without its sizing assumptions."""
     if isinstance(policy, FixedPolicy):
-        devices = ", ".join(f"{group.model_id} x{group.replicas}" for group in policy.groups)
-        return (f"{policy.name}: always-on whole GPUs ({devices}), baseline configuration (default clock), "
-                f"sized for the busiest rate window, plus GPUs while they raise its SLO attainment")
+        devices = ", ".join(f"{group.model_id} x{group.replicas} ({group.configuration or 'baseline row'})"
+                            for group in policy.groups)
+        return (f"{policy.name}: always-on whole GPUs at the default clock ({devices}), sized for the busiest rate "
+                f"window, plus GPUs while they raise its SLO attainment")
     scaling = policy.scaling
     damping = ("no damping" if scaling.hysteresis == 0 and scaling.upscale_cooldown_s == 0
                and scaling.downscale_cooldown_s == 0 else

@@ -48,11 +48,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from oasis_ray.costs.curves import GRID_POINTS, UTILISATION_GRID, ServiceCurve
-from oasis_ray.costs.table import CostTable, route_capacity_at_mix, route_name
+from oasis_ray.costs.table import CostTable, Hardware, route_capacity_at_mix, route_name
 from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.planning.mig_placement import gpus_for_slices
 from oasis_ray.planning.sim_decisions import RouteReplicas, decide_route_over_trace
-from oasis_ray.planning.sim_policies import FixedPolicy, OasisPolicy, SimulationSettings
+from oasis_ray.planning.sim_policies import FixedGroup, FixedPolicy, OasisPolicy, SimulationSettings
 from oasis_ray.planning.sim_queue import (
     latency_from_quantiles,
     latency_percentiles,
@@ -226,7 +226,7 @@ def _fixed_groups(
         hardware = pool.hardware(allow_mig=fixed.shape is not None)
         curves: dict[int, ServiceCurve] = {}
         for query_type in fixed.query_types:
-            curve = table.baseline_curve(fixed.model_id, query_type, shape_name, hardware)
+            curve = _fixed_curve(table, fixed, query_type, shape_name, hardware)
             if curve is not None:
                 curves[QUERY_TYPES.index(query_type)] = curve
             else:
@@ -241,6 +241,18 @@ def _fixed_groups(
         groups.append(_Group(label=label, model_id=fixed.model_id, requests=np.flatnonzero(served), shapes=[shape],
                              replicas=replicas))
     return groups, unsupported
+
+
+def _fixed_curve(
+    table: CostTable, fixed: FixedGroup, query_type: QueryType, shape: str, hardware: Hardware
+) -> ServiceCurve | None:
+    """The group's configuration on the shape, or the sweep's baseline row there, whatever its MSRR."""
+    if fixed.configuration is not None:
+        chosen = [c for c in table.shape_choices(fixed.model_id, query_type, hardware, fixed.configuration)
+                  if c.option.shape == shape]
+        if chosen:
+            return chosen[0].curve
+    return table.baseline_curve(fixed.model_id, query_type, shape, hardware)
 
 
 def _route_groups(
