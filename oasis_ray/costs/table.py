@@ -426,12 +426,18 @@ def _aligned_configurations(
     firsts = {qt: np.unique(keys, return_index=True) for qt, keys in keys_by_type.items()}
     first_of_first = np.zeros(len(first_keys), dtype=bool)
     first_of_first[firsts[first_type][1]] = True
-    in_all = np.logical_and.reduce([np.isin(first_keys, unique) for unique, _ in firsts.values()])
+    in_all = np.logical_and.reduce([_members(first_keys, unique) for unique, _ in firsts.values()])
     common = np.flatnonzero(first_of_first & in_all)
     if not common.size:
         return None
     positions = {qt: at[np.searchsorted(unique, first_keys[common])] for qt, (unique, at) in firsts.items()}
     return common, positions
+
+
+def _members(keys: np.ndarray, unique: np.ndarray) -> np.ndarray:
+    """np.isin for a handful of keys against a sorted handful, without isin's per-call set-up."""
+    at = np.minimum(np.searchsorted(unique, keys), len(unique) - 1)
+    return unique[at] == keys
 
 
 def _subset(candidates: Candidates, at: np.ndarray) -> Candidates:
