@@ -35,7 +35,7 @@ from oasis_ray.costs.curves import LoadPoints, ServiceCurve, service_curve
 from oasis_ray.profiling.hct import HardwareCostTable
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.mix import mix_capacity
-from oasis_ray.scaling.shapes import CPU, FULL_GPU, RouteCapacity, ShapeOption
+from oasis_ray.scaling.shapes import CPU, FULL_GPU, RouteCapacity, ShapeOption, default_gpu_fraction
 
 
 Shares = Mapping[QueryType, float]
@@ -216,9 +216,13 @@ class CostTable:
         msrr = float(group.candidates.msrr_rps[index])
         power = float(group.power_at_msrr_w[index])
         clock = int(group.candidates.clock_mhz[index])
-        option = ShapeOption(
+        # Every field comes from a row the table's loader validated, and a chosen row's MSRR is positive: built
+        # without re-validation, since a 4,000-route plan builds some 13,000 of these.
+        option = ShapeOption.model_construct(
             shape=shape,
+            gpu_fraction=default_gpu_fraction(shape),
             msrr_rps=msrr,
+            msrr_by_type={},
             power_w=power if math.isfinite(power) and power > 0 else None,
             clock_mhz=None if clock == DEFAULT_CLOCK else clock,
             max_num_seqs=int(group.candidates.max_num_seqs[index]),
