@@ -3,9 +3,11 @@
 The live check profiles the shared app's short-output route through its own
 HTTP endpoint (the sweep's search and table code, over HTTP), replays a real
 Azure trace window at a rate that profile says the app can carry, simulates
-the same requests from that profile, and prints the simulated-vs-measured
-P95 gap. The gap is printed, not asserted: this is a 2-core machine shared
-with other test runs, and timing here is not reproducible enough to gate on.
+the same requests from that profile, and bounds the simulator's error:
+simulated P95 latency and throughput within 25% of the live run's. Both
+sides stream, so both measure time to the last token (the app's energy
+header holds a non-streaming answer a GPU sample period longer, which no
+profiled latency includes).
 
 Trace: Azure LLM inference trace 2023, Azure Public Dataset, CC-BY 4.0;
 Patel et al., "Splitwise: Efficient generative LLM inference using phase
@@ -14,7 +16,6 @@ splitting", ISCA 2024.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,8 @@ OUTPUT_CAP = 32
 PROFILE_SLO_S = 10.0
 # Replay at this share of the slowest profiled type's MSRR: busy, but inside what the profile says holds.
 TARGET_LOAD = 0.5
+# The simulator's P95 and throughput must be within this share of the live run's.
+REPLAY_ERROR_BOUND = 0.25
 
 
 def _trace(rows: list[tuple[float, int, int]]) -> Trace:
@@ -113,8 +116,9 @@ def test_the_simulator_against_the_live_app_on_a_real_trace_window(oasis_app: st
     simulated_types = {QueryType(t).value: n for t, n in zip(*np.unique(
         [classify(q.input_tokens, q.max_tokens).value for q in requests], return_counts=True))}
     assert measured.query_types == simulated_types
-    assert math.isfinite(gap.measured_p95_s) and math.isfinite(gap.simulated_p95_s)
     assert simulated.result.unserved == 0
+    assert abs(gap.p95_gap) <= REPLAY_ERROR_BOUND, f"simulated P95 off by {gap.p95_gap:+.1%}"
+    assert abs(gap.throughput_gap) <= REPLAY_ERROR_BOUND, f"simulated throughput off by {gap.throughput_gap:+.1%}"
 
 
 def _profile_spec(requests: list[ReplayRequest]) -> SweepSpec:

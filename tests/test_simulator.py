@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from oasis_ray.planning.capacity_cli import main as capacity_cli
 from oasis_ray.profiling.hct import HCT_SCHEMA_VERSION, HardwareCostTable, HctMetadata, HctRow, LoadPointRow
 from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.query_types import QueryType
-from oasis_ray.scaling.settings import ScalingConfig
+from oasis_ray.scaling.settings import HoltForecast, RouteLimits, ScalingConfig
 from oasis_ray.scaling.shapes import ShapeOption
 from oasis_ray.costs.table import CostTable
 from oasis_ray.planning.paper_tables import PAPER_SLO_P95_E2E_S, paper_hct, paper_inventory
@@ -30,6 +32,9 @@ from oasis_ray.planning.sim_policies import (
     FixedPolicy,
     OasisPolicy,
     SimulationSettings,
+    oasis_damped,
+    oasis_joint,
+    paper_algorithm1,
     static_peak_policy,
 )
 from oasis_ray.planning.sim_routes import BY_OUTPUT, PER_TYPE
@@ -73,9 +78,13 @@ def _trial(shape: str, points: list[tuple[int, float, float]]) -> tuple[HctRow, 
     return row, load_points
 
 
-@pytest.fixture(scope="module")
-def table() -> CostTable:
-    """Full GPU: 100 W idle, +100 W per req/s up to 2 req/s. 1g slice: 0.5 req/s, the GPU reading 120 W there."""
+FULL_ENGINE_IDLE_W = 150.0
+SLICE_ENGINE_IDLE_W = 110.0
+
+
+def _synthetic_hct() -> HardwareCostTable:
+    """Board idle 100 W. Full GPU: 150 W with the engine loaded, 200 W at 1 req/s, 300 W at 2 req/s.
+    1g slice: 110 W loaded, 120 W at its 0.5 req/s (the board's reading, the rest of it idle)."""
     full_row, full_points = _trial("full-gpu", [(1, 1.0, 200.0), (2, 2.0, 300.0)])
     slice_row, slice_points = _trial("1g.10gb", [(1, 0.5, 120.0)])
     metadata = HctMetadata(
@@ -85,7 +94,13 @@ def table() -> CostTable:
         python_version="-",
     )
     hct = HardwareCostTable.from_models([full_row, slice_row], full_points + slice_points, metadata)
-    return CostTable(hct, SLO_S)
+    engine_idle = hct.rows["mig_profile"].map({"1g.10gb": SLICE_ENGINE_IDLE_W}).fillna(FULL_ENGINE_IDLE_W)
+    return replace(hct, rows=hct.rows.assign(engine_idle_power_w=engine_idle))
+
+
+@pytest.fixture(scope="module")
+def table() -> CostTable:
+    return CostTable(_synthetic_hct(), SLO_S)
 
 
 def _steady(rate_rps: float, seconds: float, offset_s: float = 0.5) -> np.ndarray:
@@ -108,28 +123,33 @@ def _oasis(**scaling: object) -> OasisPolicy:
 
 
 def test_a_static_gpu_at_half_load_is_charged_its_curve_power_for_the_trace(table: CostTable) -> None:
-    """One request per second on a 2 req/s GPU: 200 W for the 100 s from first arrival to last answer."""
+    """One request per second on a 2 req/s GPU: 200 W (100 W of it the board's idle) for the 100 s from first
+    arrival to last answer."""
     static = FixedPolicy(name="static", groups=(FixedGroup(model_id=MODEL, query_types=(QueryType.SISO,)),))
     run = simulate(_workload(_steady(1.0, 100.0)), static, table, POOL, PRICES, _settings())
     result = run.result
     assert result.charged_s == 100.0
     assert result.energy_wh == pytest.approx(200.0 * 100 / 3600)
+    assert result.idle_energy_wh == pytest.approx(IDLE_W * 100 / 3600)
     assert result.mean_power_w == pytest.approx(200.0)
-    assert result.gpu_hours == pytest.approx(100 / 3600)
+    assert (result.gpu_hours, result.peak_gpus) == (pytest.approx(100 / 3600), 1)
     assert result.device_cost_usd == pytest.approx(100 / 3600 * USD_PER_GPU_HOUR)
     assert result.energy_cost_usd == pytest.approx(200.0 * 100 / 3600 / 1000 * 0.25)
     assert result.co2_g == pytest.approx(200.0 * 100 / 3600 / 1000 * 400.0)
     assert (result.p50_s, result.p95_s, result.p99_s) == (LATENCY_S, LATENCY_S, LATENCY_S)
-    assert (result.slo_attainment, result.within_slo_share, result.unserved) == (1.0, 1.0, 0)
+    assert (result.slo_attainment_requests, result.slo_attainment_windows, result.unserved) == (1.0, 1.0, 0)
     assert result.throughput_rps == pytest.approx(100 / (99.75 - 0.5))
     assert np.allclose(run.power_w, 200.0)
 
 
-@pytest.mark.parametrize(("scale_by_length", "latency_s", "median_power_w"), [(True, 0.5, 200.0), (False, 0.25, 150.0)])
+@pytest.mark.parametrize(("scale_by_length", "latency_s", "median_power_w"), [(True, 0.5, 200.0), (False, 0.25, 175.0)])
 def test_a_request_twice_the_profiled_length_costs_twice_unless_told_otherwise(
     table: CostTable, scale_by_length: bool, latency_s: float, median_power_w: float
 ) -> None:
-    """Profiled at 100 in / 10 out with TTFT 0.1 of 0.25 s: 200 / 20 tokens cost 0.4 x 2 + 0.6 x 2 = 2x."""
+    """Profiled at 100 in / 10 out with TTFT 0.1 of 0.25 s: 200 / 20 tokens cost 0.4 x 2 + 0.6 x 2 = 2x.
+
+    0.5 req/s of them load the GPU as 1 req/s would (200 W); counted at profiled cost, halfway from the
+    loaded engine's 150 W to 200 W."""
     arrivals = _steady(0.5, 100.0)
     workload = Workload.from_tokens("long", arrivals, np.full(len(arrivals), 200), np.full(len(arrivals), 20),
                                     (MODEL,))
@@ -140,17 +160,45 @@ def test_a_request_twice_the_profiled_length_costs_twice_unless_told_otherwise(
     assert np.median(run.power_w) == pytest.approx(median_power_w)
 
 
-def test_the_decision_core_puts_a_light_load_on_the_slice_charged_its_idle_share(table: CostTable) -> None:
-    """0.1 req/s needs 0.11 of a 0.5 req/s slice: 1/7 of the GPU, 100/7 W idle plus the slice's dynamic power."""
+def test_a_light_load_on_a_slice_holds_its_whole_gpu_charged_idle_plus_the_slices_draw(table: CostTable) -> None:
+    """0.1 req/s needs 0.11 of a 0.5 req/s slice; its GPU is held, 100 W idle, and the slice adds 10 W loaded
+    and 20 W at its MSRR: a fifth of the way, 12 W."""
     run = simulate(_workload(_steady(0.1, 600.0)), _oasis(), table, POOL, PRICES, _settings(load_window_s=10.0))
     result = run.result
     assert result.replica_changes == 0
-    assert np.allclose(run.gpu_equivalents, 1 / 7)
-    slice_idle_w = IDLE_W / 7
-    slice_busy_w = 120.0 - IDLE_W * 6 / 7
-    assert np.all((run.power_w >= slice_idle_w - 1e-9) & (run.power_w <= slice_busy_w + 1e-9))
-    # At 0.1 req/s of the slice's 0.5 the power is a fifth of the way from idle to busy.
-    assert np.median(run.power_w) == pytest.approx(slice_idle_w + (slice_busy_w - slice_idle_w) * 0.2)
+    assert np.all(run.gpus_held == 1)
+    assert np.all((run.power_w >= SLICE_ENGINE_IDLE_W - 1e-9) & (run.power_w <= 120.0 + 1e-9))
+    assert np.median(run.power_w) == pytest.approx(IDLE_W + 10.0 + 10.0 * 0.2)
+    assert result.idle_energy_wh == pytest.approx(IDLE_W * result.charged_s / 3600)
+
+
+def _two_model_workload(rate_rps: float, seconds: float) -> Workload:
+    arrivals = _steady(rate_rps, seconds)
+    count = len(arrivals)
+    return Workload.from_tokens("two-models", arrivals, np.full(count, 100), np.full(count, 10), ("a", "b"))
+
+
+@pytest.fixture(scope="module")
+def two_model_table() -> CostTable:
+    """The synthetic table's rows for models 'a' and 'b'."""
+    hct = _synthetic_hct()
+    rows = pd.concat([hct.rows.assign(model_id=name, trial_id=name + hct.rows["trial_id"]) for name in ("a", "b")])
+    points = pd.concat([hct.load_points.assign(trial_id=name + hct.load_points["trial_id"]) for name in ("a", "b")])
+    return CostTable(replace(hct, rows=rows.reset_index(drop=True), load_points=points.reset_index(drop=True)), SLO_S)
+
+
+@pytest.mark.parametrize(("packing", "gpus"), [("model", 2), ("fleet", 1)])
+def test_two_models_slices_share_a_gpu_only_when_the_policy_packs_across_models(
+    two_model_table: CostTable, packing: str, gpus: int
+) -> None:
+    """Each model at 0.05 req/s runs on a 1g slice; packed per model that is two GPUs' idle, fleet-wide one."""
+    policy = _oasis().model_copy(update={"packing": packing})
+    run = simulate(_two_model_workload(0.1, 600.0), policy, two_model_table, POOL, PRICES,
+                   _settings(load_window_s=10.0))
+    assert np.all(run.gpus_held == gpus)
+    slice_draw = 2 * (SLICE_ENGINE_IDLE_W - IDLE_W)
+    assert np.all(run.power_w >= gpus * IDLE_W + slice_draw - 1e-9)
+    assert np.all(run.power_w <= gpus * IDLE_W + 2 * (120.0 - IDLE_W) + 1e-9)
 
 
 def test_a_step_up_moves_the_route_to_whole_gpus_after_start_up(table: CostTable) -> None:
@@ -158,9 +206,10 @@ def test_a_step_up_moves_the_route_to_whole_gpus_after_start_up(table: CostTable
     settings = _settings(load_window_s=10.0, startup_s=60.0, drain_s=600.0)
     run = simulate(_workload(arrivals), _oasis(), table, POOL, PRICES, settings)
     result = run.result
-    # ceil(3 x 1.1 / 2) = 2 full GPUs; the slice is retired once they run (make before break).
-    assert run.gpu_equivalents[1100] == 2.0
-    assert result.peak_gpu_equivalents >= 2.0
+    # ceil(3 x 1.1 / 2) = 2 full GPUs; the slice is retired once they run (make before break), and its GPU freed.
+    assert run.gpus_held[500] == 1
+    assert run.gpus_held[1100] == 2
+    assert result.peak_gpus == 3
     assert result.replica_changes >= 3
     assert result.unserved == 0
     # Requests that met only the slice during the start-up waited in its queue.
@@ -237,14 +286,18 @@ def test_simulate_compares_the_policies_on_a_real_azure_trace(
         print(f"\n{printed}")
     assert exit_code == 0
     results = {r["policy"]: r for r in json.loads((tmp_path / "simulation.json").read_text())}
-    assert list(results) == ["static", "static-peak", "oasis", "oasis-joint-forecast"]
+    assert list(results) == ["static-peak", "paper-alg1", "oasis", "oasis-joint"]
     for policy, result in results.items():
         assert result["requests"] == len(load_azure_trace(_azure(name)))
-        assert result["energy_wh"] > 0 and 0 <= result["slo_attainment"] <= 1
+        assert result["energy_wh"] > result["idle_energy_wh"] > 0
+        assert 0 <= result["slo_attainment_requests"] <= 1 and 0 <= result["slo_attainment_windows"] <= 1
         assert f"{policy} " in printed
-    assert results["static"]["peak_gpu_equivalents"] == 1.0
-    assert results["oasis"]["replica_changes"] > 0
-    assert "routes by-output (route MSRR: mix)" in printed and "target utilisation 67% of MSRR" in printed
+    assert results["static-peak"]["replica_changes"] == 0 and results["oasis"]["replica_changes"] > 0
+    assert "static-peak: always-on whole GPUs at the default clock (llama-3-8b x" in printed
+    assert "paper-alg1: routes per-type" in printed and "headroom 0 (target utilisation 100% of MSRR), no damping" in printed
+    assert "oasis: routes by-output (route MSRR: mix)" in printed and "target utilisation 67% of MSRR" in printed
+    assert "oasis-joint: routes by-model" in printed and "forecast holt, MIG slices packed per fleet" in printed
+    assert "GPUs the policy does not hold are off the bill" in printed
     assert "Azure LLM inference trace 2023" in printed and "CC-BY 4.0" in printed
     assert (tmp_path / "power.png").stat().st_size > 0
 
@@ -323,10 +376,11 @@ def test_types_sharing_a_route_share_its_replicas(paper_service: CostTable) -> N
                              scaling=ScalingConfig(headroom=0.1))
         runs[grouping.name] = simulate(workload, policy, paper_service, inventory.pools[0], inventory.prices, settings)
     # The mix's MSRR on 1g.20gb is 1 / (0.5 / 10.3 + 0.5 / 1.08) = 1.95 req/s: one slice covers 0.66.
-    assert np.allclose(runs["by-output"].gpu_equivalents, 1 / 7)
-    assert np.allclose(runs["per-type"].gpu_equivalents, 2 / 7)
-    assert runs["by-output"].result.energy_wh < runs["per-type"].result.energy_wh
-    assert runs["by-output"].result.slo_attainment == 1.0
+    assert np.all(runs["by-output"].replicas_by_shape["1g.20gb"] == 1)
+    assert np.all(runs["per-type"].replicas_by_shape["1g.20gb"] == 2)
+    # One model's two slices share one GPU, so the second route adds its draw but no board.
+    assert np.all(runs["by-output"].gpus_held == 1) and np.all(runs["per-type"].gpus_held == 1)
+    assert runs["by-output"].result.slo_attainment_windows == 1.0
 
 
 def test_a_routes_msrr_follows_the_mix_of_types_it_observes(paper_service: CostTable) -> None:
@@ -342,22 +396,22 @@ def test_a_routes_msrr_follows_the_mix_of_types_it_observes(paper_service: CostT
     workload = Workload.from_tokens("siso-then-liso", arrivals, inputs, np.full(len(arrivals), 50), ("llama-3-8b",))
     inventory = paper_inventory()
     settings = SimulationSettings(slo_p95_e2e_s=PAPER_SLO_P95_E2E_S, drain_s=60.0)
-    equivalents = {}
+    shapes = {}
     for rule in ("mix", "slowest"):
         policy = OasisPolicy(name=rule, config_choice="joint", routes=BY_OUTPUT.model_copy(update={"capacity": rule}),
                              scaling=ScalingConfig(headroom=0.1))
         run = simulate(workload, policy, paper_service, inventory.pools[0], inventory.prices, settings)
-        equivalents[rule] = run.gpu_equivalents
-    assert np.allclose(equivalents["mix"][100:590], 1 / 7)
-    assert np.allclose(equivalents["mix"][750:1190], 2 / 7)
-    assert np.allclose(equivalents["slowest"][100:590], 2 / 7)
+        shapes[rule] = run.replicas_by_shape
+    assert np.all(shapes["mix"]["1g.20gb"][100:590] == 1) and not shapes["mix"]["2g.20gb"][100:590].any()
+    assert np.all(shapes["mix"]["2g.20gb"][750:1190] == 1) and not shapes["mix"]["1g.20gb"][750:1190].any()
+    assert np.all(shapes["slowest"]["2g.20gb"][100:590] == 1)
 
 
 def test_the_first_tick_provisions_for_the_ramp_before_a_scale_up_could_land(table: CostTable) -> None:
     """0.1 req/s for 20 s, then 3 req/s: ready at t = 0 is what 3 x 1.1 needs (2 GPUs), not the first 30 s' mean."""
     arrivals = np.concatenate((_steady(0.1, 20.0), _steady(3.0, 600.0, offset_s=20.2)))
     run = simulate(_workload(arrivals), _oasis(), table, POOL, PRICES, _settings(load_window_s=10.0, drain_s=60.0))
-    assert run.gpu_equivalents[0] == 2.0
+    assert run.gpus_held[0] == 2 and run.replicas_by_shape["full-gpu"][0] == 2
     assert run.result.p99_s == LATENCY_S
 
 
@@ -369,3 +423,51 @@ def test_static_peak_is_sized_for_the_requests_costs_when_lengths_count(table: C
     for scale_by_length, replicas in ((True, 2), (False, 1)):
         policy = static_peak_policy(workload, table, POOL, _settings(scale_by_length=scale_by_length), headroom=0.1)
         assert policy.groups[0].replicas == replicas
+
+
+# --- the fast decisions are the core's decisions --------------------------------------------------
+
+
+def _same_runs(workload: Workload, policy: OasisPolicy, table: CostTable, pool: DevicePool,
+               settings: SimulationSettings) -> None:
+    exact = simulate(workload, policy, table, pool, PRICES, settings.model_copy(update={"decisions": "exact"}))
+    fast = simulate(workload, policy, table, pool, PRICES, settings.model_copy(update={"decisions": "fast"}))
+    assert fast.result == exact.result
+    assert fast.replicas_by_shape.keys() == exact.replicas_by_shape.keys()
+    for shape, replicas in exact.replicas_by_shape.items():
+        assert np.array_equal(fast.replicas_by_shape[shape], replicas), shape
+    assert np.array_equal(fast.power_w, exact.power_w)
+
+
+@pytest.mark.parametrize("name", ["code", "conv"])
+@pytest.mark.parametrize("scale", [0.25, 1.0, 4.0])
+def test_fast_decisions_are_the_live_cores_on_real_traces(paper_service: CostTable, name: str, scale: float) -> None:
+    """Replica by replica, for every policy that autoscales, on 20 minutes of each Azure trace at three rates."""
+    trace = load_azure_trace(_azure(name)).window(0.0, 1200.0).scaled(scale)
+    workload = Workload.from_trace(trace, ("llama-3-8b", "qwen-7b"))
+    inventory = paper_inventory(64)
+    settings = SimulationSettings(slo_p95_e2e_s=PAPER_SLO_P95_E2E_S, drain_s=300.0)
+    policies = [paper_algorithm1(), oasis_damped(), oasis_joint(),
+                oasis_damped().model_copy(update={"routes": BY_OUTPUT.model_copy(update={"capacity": "slowest"})})]
+    for policy in policies:
+        _same_runs(workload, policy, paper_service, inventory.pools[0], settings)
+
+
+def test_fast_decisions_follow_scale_to_zero_bounds_and_holt_forecasts(table: CostTable) -> None:
+    """Idle gaps long enough to scale to zero, bursts past max_replicas, a floor of two, a trend forecast."""
+    rng = np.random.default_rng(7)
+    pieces, start = [], 0.0
+    for rate, seconds in ((0.2, 300), (0.0, 400), (6.0, 200), (1.5, 600), (0.0, 900), (3.0, 300), (0.05, 600)):
+        if rate:
+            pieces.append(start + np.sort(rng.uniform(0, seconds, rng.poisson(rate * seconds))))
+        start += seconds
+    workload = _workload(np.concatenate(pieces))
+    limits = {"m/short-output": RouteLimits(min_replicas=1, max_replicas=3, allow_scale_to_zero=True,
+                                            scale_to_zero_after_s=120.0)}
+    settings = _settings(load_window_s=10.0, drain_s=300.0, startup_s=45.0)
+    for scaling in (
+        ScalingConfig(route_limits=limits, upscale_cooldown_s=20.0, downscale_cooldown_s=60.0),
+        ScalingConfig(route_limits=limits, forecast=HoltForecast(horizon_s=30.0)),
+        ScalingConfig(default_limits=RouteLimits(min_replicas=2, max_replicas=4), hysteresis=0.0, headroom=0.0),
+    ):
+        _same_runs(workload, _oasis().model_copy(update={"scaling": scaling}), table, POOL, settings)

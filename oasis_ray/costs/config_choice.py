@@ -33,6 +33,9 @@ Four ways to choose, and every plan says which it used:
   (clock_control apply), else at default clocks and power limit where the
   table has them, since such replicas run unlocked, else the highest clock
   and limit profiled; among those rows the fastest.
+- DefaultClock: one of the three ways above over the default clock's rows
+  alone (a deployment that never locks clocks, as the paper's Algorithm 1
+  runs, or a what-if of how much the clock choice is worth).
 """
 
 from __future__ import annotations
@@ -72,7 +75,17 @@ def setting_of(clock_mhz: int, power_limit_w: int) -> DeviceSetting:
                          power_limit_w=None if power_limit_w == DEFAULT_POWER_LIMIT else power_limit_w)
 
 
-Selection = ConfigChoice | FixedConfiguration
+@dataclass(frozen=True)
+class DefaultClock:
+    """A ConfigChoice over the rows measured at the default clock only: a deployment that never locks clocks."""
+
+    choice: ConfigChoice
+
+    def __str__(self) -> str:
+        return f"{self.choice} at the default clock"
+
+
+Selection = ConfigChoice | FixedConfiguration | DefaultClock
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,9 @@ def choose_configuration(candidates: Candidates, selection: Selection, intent: I
     FixedConfiguration has nothing left to rank but its clock.
     """
     feasible = candidates.msrr_rps > 0
+    if isinstance(selection, DefaultClock):
+        feasible &= candidates.clock_mhz == DEFAULT_CLOCK
+        selection = selection.choice
     if not feasible.any():
         return None
     if isinstance(selection, FixedConfiguration):
@@ -188,5 +204,3 @@ def _key(candidates: Candidates, index: int, intent: Intent) -> tuple[float, flo
 def best_row(candidates: Candidates, positions: np.ndarray, intent: Intent) -> int:
     """The position, among `positions`, that the intent ranks first; the earlier row on a tie."""
     return int(min(positions, key=lambda index: (_key(candidates, int(index), intent), int(index))))
-
-

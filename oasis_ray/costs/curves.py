@@ -13,12 +13,22 @@ Conventions:
   add latency but no rate; the curve keeps the rising envelope only, and the
   simulator models waiting beyond `max_rps` as a queue.
 - At rate 0 the latency is that of the lowest measured concurrency (an idle
-  engine serves one request as fast as it ever does) and the power is idle.
-- Power is what the replica is charged: a whole device's reading as is; a MIG
-  slice gets its share of the GPU's idle power plus the dynamic part of the
-  reading (the HCT's MIG power is the parent GPU's draw with only that slice
-  busy). Unknown power (no meter, or no idle figure) stays NaN so it is
-  reported as unknown, never as 0 W.
+  engine serves one request as fast as it ever does).
+- Power is kept as the *increment over the board's idle power* (the board
+  with no engine loaded), because that is what adds up: a GPU holding
+  several MIG slices draws idle + sum over its slices of (slice power at its
+  load - idle), and a whole GPU is the one-slice case. A load point's
+  `mean_power_w` is the board's power with this engine at that load and the
+  rest of the board idle, so its increment is that minus the board's idle.
+  At rate 0 the engine is loaded and serves nothing: its increment is the
+  row's `engine_idle_power_w` minus the board's idle. A row that does not
+  give it (schema 1 tables) is charged its lowest load point's power there,
+  an upper bound (an engine with a request in flight draws at least what it
+  draws idle), so a missing figure never makes a policy look cheaper. The
+  board's idle itself is charged per GPU held, by whoever holds the GPU
+  (the simulator's and the planner's fleet accounting), never by a route.
+  Unknown power (no meter, or no idle figure) stays NaN so it is reported
+  as unknown, never as 0 W.
 - A row without load points is one point at its MSRR, with the row's
   latencies at every rate: pessimistic below the MSRR, never optimistic.
 - Requests longer or shorter than the profiled ones cost in proportion:
@@ -57,14 +67,19 @@ class LoadPoints:
 
 @dataclass(frozen=True, eq=False)
 class ServiceCurve:
-    """Quantiles and power on UTILISATION_GRID; the i-th entry holds at rate UTILISATION_GRID[i] * max_rps."""
+    """Quantiles and power on UTILISATION_GRID; the i-th entry holds at rate UTILISATION_GRID[i] * max_rps.
+
+    `increment_w` is the board's draw over `board_idle_w` with this replica
+    at that rate (see the module docstring); entry 0 is the loaded, idle engine.
+    """
 
     msrr_rps: float
     max_rps: float
     p50_s: np.ndarray
     p95_s: np.ndarray
     p99_s: np.ndarray
-    power_w: np.ndarray
+    increment_w: np.ndarray
+    board_idle_w: float
     input_tokens: int
     output_tokens: int
     prefill_share: float
@@ -80,9 +95,14 @@ class ServiceCurve:
         return (self.prefill_share * input_tokens / self.input_tokens
                 + (1 - self.prefill_share) * output_tokens / self.output_tokens)
 
-    def power_at(self, rate_rps: float) -> float:
-        """Charged power at a rate; past `max_rps` the replica is saturated and draws its saturated power."""
-        return float(np.interp(min(rate_rps / self.max_rps, 1.0), UTILISATION_GRID, self.power_w))
+    @property
+    def engine_idle_increment_w(self) -> float:
+        """What the loaded engine adds to its board's idle while it serves nothing (or while it starts)."""
+        return float(self.increment_w[0])
+
+    def increment_at(self, rate_rps: float) -> float:
+        """Draw over the board's idle at a rate; past `max_rps` the replica is saturated and draws its saturated power."""
+        return float(np.interp(min(rate_rps / self.max_rps, 1.0), UTILISATION_GRID, self.increment_w))
 
     def p95_at(self, rate_rps: float) -> float:
         """P95 latency of a profiled-length request at a rate; past `max_rps` a queue grows without bound."""
@@ -95,20 +115,27 @@ def service_curve(
     points: LoadPoints,
     *,
     msrr_rps: float,
-    idle_power_w: float | None,
-    gpu_fraction: float,
+    board_idle_w: float | None,
+    engine_idle_power_w: float | None,
     input_tokens: int,
     output_tokens: int,
 ) -> ServiceCurve:
-    """The curve of one replica at the profiled lengths; `idle_power_w` is the whole device's (None: unknown)."""
+    """The curve of one replica at the profiled lengths.
+
+    `board_idle_w` is the board's draw with no engine (None: unknown, so every
+    power figure is NaN); `engine_idle_power_w` the board's with this engine
+    loaded and idle (None: the lowest load point's power stands in, see the
+    module docstring).
+    """
     rising = _rising_envelope(points)
     rates = np.concatenate(([0.0], points.requests_per_s[rising]))
     max_rps = float(rates[-1])
     if max_rps <= 0:
         raise ValueError("requests_per_s: a service curve needs a load point with a positive throughput")
-    idle = math.nan if idle_power_w is None else idle_power_w
-    charged = points.power_w[rising] - idle * (1.0 - gpu_fraction)
-    power = np.concatenate(([idle * gpu_fraction], charged))
+    idle = math.nan if board_idle_w is None else board_idle_w
+    loaded = points.power_w[rising]
+    engine_idle = float(np.min(loaded)) if engine_idle_power_w is None else engine_idle_power_w
+    power = np.concatenate(([engine_idle], loaded)) - idle
     grid_rates = UTILISATION_GRID * max_rps
 
     def resample(values: np.ndarray) -> np.ndarray:
@@ -120,7 +147,8 @@ def service_curve(
         p50_s=resample(points.e2e_p50_s),
         p95_s=resample(points.e2e_p95_s),
         p99_s=resample(points.e2e_p99_s),
-        power_w=np.interp(grid_rates, rates, power),
+        increment_w=np.interp(grid_rates, rates, power),
+        board_idle_w=idle,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         prefill_share=float(np.clip(points.ttft_p50_s[rising][0] / points.e2e_p50_s[rising][0], 0.0, 1.0)),

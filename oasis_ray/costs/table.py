@@ -46,15 +46,17 @@ from oasis_ray.intents import Intent
 from oasis_ray.profiling.hct import HardwareCostTable
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.mix import mix_capacity
-from oasis_ray.scaling.shapes import CPU, FULL_GPU, RouteCapacity, SettingLevel, ShapeOption
+from oasis_ray.scaling.shapes import CPU, FULL_GPU, RouteCapacity, SettingLevel, ShapeOption, default_gpu_fraction
 
 
 Shares = Mapping[QueryType, float]
+ENGINE_IDLE_COLUMN = "engine_idle_power_w"
 
 
 @dataclass(frozen=True)
 class Hardware:
-    """The devices a route may run on: a whole unit, the MIG shapes allowed on it, and the board's idle power.
+    """The devices a route may run on: a whole unit, the MIG shapes allowed on it, and the board's idle power
+    (the board with no engine loaded, MIG on or off).
 
     The planner and simulator derive it from a device pool (DevicePool.hardware),
     the live app from a route's configured shapes (oasis_ray.costs.live).
@@ -124,6 +126,12 @@ class _Group:
     tensor_parallel: np.ndarray
     candidates: Candidates
     power_at_msrr_w: np.ndarray
+    # One integer per (clock, power limit, batch, variant), equal across groups for the same configuration.
+    config_key: np.ndarray
+    # Rows per (shape, accelerator type, TP degree) asked for so far: a plan asks the same few for hundreds of routes.
+    on_shape: dict[tuple[str, str | None, int], np.ndarray] = field(default_factory=dict, compare=False)
+    first_rows: dict[tuple[str, str | None, int], tuple[np.ndarray, Candidates]] = field(default_factory=dict,
+                                                                                         compare=False)
 
 
 class CostTable:
@@ -135,19 +143,23 @@ class CostTable:
         self.slo_p95_e2e_s = slo
         rows = table.rows[table.rows["status"] == "ok"].reset_index(drop=True)
         self._rows = rows
-        self._points = table.load_points.sort_values(["trial_id", "order"], kind="stable").reset_index(drop=True)
-        self._point_ids = self._points["trial_id"].to_numpy(dtype=object)
+        points = table.load_points
+        # Trials as integer codes, shared by rows and points, so grouping points never compares strings.
+        codes = pd.factorize(pd.concat([rows["trial_id"], points["trial_id"]], ignore_index=True))[0]
+        self._row_codes, point_codes = codes[: len(rows)], codes[len(rows):]
+        order = np.lexsort((points["order"].to_numpy(dtype=np.int64), point_codes))
+        self._point_codes = point_codes[order]
         self._point_columns = {
-            "concurrency": self._points["concurrency"].to_numpy(dtype=float),
-            "requests_per_s": self._points["requests_per_s"].to_numpy(dtype=float),
-            "ttft_p50_s": self._points["ttft_p50_s"].to_numpy(dtype=float),
-            "e2e_p50_s": self._points["e2e_p50_s"].to_numpy(dtype=float),
-            "e2e_p95_s": self._points["e2e_p95_s"].to_numpy(dtype=float),
-            "e2e_p99_s": self._points["e2e_p99_s"].to_numpy(dtype=float),
-            "power_w": self._points["mean_power_w"].to_numpy(dtype=float, na_value=np.nan),
+            name: points[column].to_numpy(dtype=float, na_value=np.nan)[order]
+            for name, column in (("concurrency", "concurrency"), ("requests_per_s", "requests_per_s"),
+                                 ("ttft_p50_s", "ttft_p50_s"), ("e2e_p50_s", "e2e_p50_s"), ("e2e_p95_s", "e2e_p95_s"),
+                                 ("e2e_p99_s", "e2e_p99_s"), ("power_w", "mean_power_w"))
         }
         self._trial_ids = rows["trial_id"].to_numpy(dtype=object)
         self._lengths = rows[["input_tokens", "output_tokens"]].to_numpy(dtype=np.int64)
+        # Schema 2 tables give each row the board's power with the engine loaded and idle; older ones do not.
+        self._engine_idle_w = (rows[ENGINE_IDLE_COLUMN].to_numpy(dtype=float, na_value=np.nan)
+                               if ENGINE_IDLE_COLUMN in rows else np.full(len(rows), np.nan))
         msrr, power = self._msrr_under_slo(rows)
         self._groups = self._group(rows, msrr, power, self._unloaded_p95(rows))
 
@@ -180,7 +192,7 @@ class CostTable:
             return []
         choices = []
         for shape in hardware.shapes:
-            mixed = self._mixed(groups, shares, shape, hardware)
+            mixed = self._mixed_on_shape(groups, shares, shape, hardware)
             if mixed is None:
                 continue
             candidates, rows = mixed
@@ -202,7 +214,7 @@ class CostTable:
         groups = self._model_groups(model_id, shares)
         if groups is None or hardware.whole_shape != FULL_GPU:
             return ()
-        mixed = self._mixed(groups, shares, FULL_GPU, hardware)
+        mixed = self._mixed_on_shape(groups, shares, FULL_GPU, hardware)
         if mixed is None:
             return ()
         candidates, rows = mixed
@@ -238,7 +250,7 @@ class CostTable:
             raise IntentUnanswered(f"the HCT has no successful row for {', '.join(missing)} of '{model_id}'")
         per_shape = {}
         for shape in hardware.shapes:
-            mixed = self._mixed(groups, shares, shape, hardware)
+            mixed = self._mixed_on_shape(groups, shares, shape, hardware)
             if mixed is None:
                 types = ", ".join(qt.value for qt in groups)
                 raise IntentUnanswered(f"no configuration was measured for every query type ({types}) on {shape}")
@@ -268,35 +280,33 @@ class CostTable:
             p95_unloaded_s=float(p95[chosen]) if p95 is not None else math.nan,
         )
 
-    def _mixed(
-        self, groups: dict[QueryType, _Group], shares: Shares, shape: str, hardware: Hardware
+    @staticmethod
+    def _mixed_on_shape(
+        groups: dict[QueryType, _Group], shares: Shares, shape: str, hardware: Hardware
     ) -> tuple[Candidates, dict[QueryType, np.ndarray]] | None:
         """One shape's configurations measured for every type, with the mix's figures, and each type's rows there.
 
         None when no configuration was measured for all of them on the shape.
         """
-        total = sum(shares.values())
-        on_shape = {qt: np.flatnonzero(_matches(group, shape, hardware)) for qt, group in groups.items()}
-        aligned = _aligned_configurations({qt: _subset(groups[qt].candidates, at) for qt, at in on_shape.items()})
+        on_shape = {qt: _on_shape(group, shape, hardware) for qt, group in groups.items()}
+        if any(not at.size for at in on_shape.values()):
+            return None
+        if len(groups) == 1:
+            # One type: its own rows are the mix (its share is 1), so they are chosen from as they stand.
+            ((qt, group),) = groups.items()
+            at, mixed = _first_of_each_configuration(group, shape, hardware)
+            return mixed, {qt: at}
+        aligned = _aligned_configurations({qt: groups[qt].config_key[at] for qt, at in on_shape.items()})
         if aligned is None:
             return None
-        first, positions = aligned
+        _, positions = aligned
         rows = {qt: on_shape[qt][positions[qt]] for qt in groups}
-
-        def weighted(column: str) -> np.ndarray:
-            return sum(shares[qt] / total * getattr(groups[qt].candidates, column)[at] for qt, at in rows.items())
-
-        # An infeasible type (MSRR 0) makes the mix's seconds per request infinite, so its MSRR 0.
-        with np.errstate(divide="ignore"):
-            seconds = sum(shares[qt] / total / groups[qt].candidates.msrr_rps[at] for qt, at in rows.items())
-        mixed = replace(first, msrr_rps=1.0 / seconds, energy_per_request_j=weighted("energy_per_request_j"),
-                        p95_unloaded_s=weighted("p95_unloaded_s"))
-        return mixed, rows
+        return _mixed(groups, rows, shares), rows
 
     def why_not(self, model_id: str, query_type: QueryType, shape: str, hardware: Hardware, selection: Selection) -> str:
         """Why a shape offers the type no configuration: no row the selection may use, or none meets the SLO."""
         group = self._groups.get((model_id, query_type.value))
-        on_shape = np.flatnonzero(_matches(group, shape, hardware)) if group is not None else np.empty(0, np.int64)
+        on_shape = _on_shape(group, shape, hardware) if group is not None else np.empty(0, np.int64)
         if not on_shape.size:
             return f"the HCT has no successful row for {query_type.value} on {shape}"
         candidates = _subset(group.candidates, on_shape)
@@ -330,9 +340,13 @@ class CostTable:
         msrr = float(group.candidates.msrr_rps[index])
         power = float(group.power_at_msrr_w[index])
         setting = setting_of(int(group.candidates.clock_mhz[index]), int(group.candidates.power_limit_w[index]))
-        option = ShapeOption(
+        # Every field comes from a row the table's loader validated, and a chosen row's MSRR is positive: built
+        # without re-validation, since a 4,000-route plan builds some 13,000 of these.
+        option = ShapeOption.model_construct(
             shape=shape,
+            gpu_fraction=default_gpu_fraction(shape),
             msrr_rps=msrr,
+            msrr_by_type={},
             power_w=power if math.isfinite(power) and power > 0 else None,
             clock_mhz=setting.sm_clock_mhz,
             power_limit_w=setting.power_limit_w,
@@ -341,37 +355,63 @@ class CostTable:
             variant=str(group.candidates.variant[index]),
         )
 
-        def build_curve() -> ServiceCurve:
-            input_tokens, output_tokens = (int(n) for n in self._lengths[position])
-            return service_curve(self._load_points(position), msrr_rps=msrr, idle_power_w=hardware.idle_power_w,
-                                 gpu_fraction=option.gpu_fraction, input_tokens=input_tokens,
-                                 output_tokens=output_tokens)
-
         p95 = float(group.candidates.p95_unloaded_s[index])
-        return ShapeChoice(option=option, trial_id=str(self._trial_ids[position]), build_curve=build_curve,
+        return ShapeChoice(option=option, trial_id=str(self._trial_ids[position]),
+                           build_curve=functools.partial(self._curve, position, msrr, hardware),
                            p95_unloaded_s=p95 if math.isfinite(p95) else None)
+
+    def baseline_curve(
+        self, model_id: str, query_type: QueryType, shape: str, hardware: Hardware
+    ) -> ServiceCurve | None:
+        """The curve of the sweep's first row on a shape (its baseline configuration), whatever its MSRR.
+
+        What an always-on replica nobody sized from the table serves with: it
+        takes every request it is sent, so a type that misses the SLO there
+        is served late rather than not at all. None: no row on that shape.
+        """
+        group = self._groups.get((model_id, query_type.value))
+        at = _on_shape(group, shape, hardware) if group is not None else np.empty(0, np.int64)
+        if group is None or not at.size:
+            return None
+        index = int(at[0])
+        return self._curve(int(group.positions[index]), float(group.candidates.msrr_rps[index]), hardware)
+
+    def _curve(self, position: int, msrr: float, hardware: Hardware) -> ServiceCurve:
+        input_tokens, output_tokens = (int(n) for n in self._lengths[position])
+        engine_idle = float(self._engine_idle_w[position])
+        return service_curve(self._load_points(position), msrr_rps=msrr, board_idle_w=hardware.idle_power_w,
+                             engine_idle_power_w=engine_idle if math.isfinite(engine_idle) else None,
+                             input_tokens=input_tokens, output_tokens=output_tokens)
 
     def _load_points(self, position: int) -> LoadPoints:
         """The trial's points, or its row alone (at its MSRR) when the table has none for it."""
-        trial_id = self._trial_ids[position]
-        lo = int(np.searchsorted(self._point_ids, trial_id, side="left"))
-        hi = int(np.searchsorted(self._point_ids, trial_id, side="right"))
+        code = self._row_codes[position]
+        lo = int(np.searchsorted(self._point_codes, code, side="left"))
+        hi = int(np.searchsorted(self._point_codes, code, side="right"))
         if hi == lo:
             return _row_as_point(self._rows.iloc[position])
         columns = self._point_columns
         return LoadPoints(**{name: values[lo:hi] for name, values in columns.items()})
 
     def _msrr_under_slo(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        points = self._points
-        passing = points[points["e2e_p95_s"] <= self.slo_p95_e2e_s]
-        best = passing.loc[passing.groupby("trial_id", sort=False)["requests_per_s"].idxmax()]
-        best = best.set_index("trial_id")
-        has_points = rows["trial_id"].isin(set(self._point_ids)).to_numpy()
-        msrr = rows["trial_id"].map(best["requests_per_s"]).to_numpy(dtype=float, na_value=0.0)
-        power = rows["trial_id"].map(best["mean_power_w"]).to_numpy(dtype=float, na_value=np.nan)
+        """Each row's MSRR under the SLO (its best passing point's throughput, the first such point on a tie) and
+        the power there; a row without points keeps its own figures where its SLO was no looser."""
+        columns, codes = self._point_columns, self._point_codes
+        trials = int(max(codes.max(initial=-1), self._row_codes.max(initial=-1))) + 1
+        passing = np.flatnonzero(columns["e2e_p95_s"] <= self.slo_p95_e2e_s)
+        ranked = passing[np.lexsort((passing, -columns["requests_per_s"][passing], codes[passing]))]
+        first = ranked[np.unique(codes[ranked], return_index=True)[1]]
+        best_rps, best_power = np.zeros(trials), np.full(trials, np.nan)
+        best_rps[codes[first]] = columns["requests_per_s"][first]
+        best_power[codes[first]] = columns["power_w"][first]
+        has_points = np.zeros(trials, dtype=bool)
+        has_points[codes] = True
+        on_row = self._row_codes
         row_holds = (rows["slo_p95_e2e_s"] <= self.slo_p95_e2e_s).to_numpy()
-        msrr = np.where(has_points, msrr, np.where(row_holds, rows["msrr_req_s"].to_numpy(dtype=float), 0.0))
-        power = np.where(has_points, power, rows["mean_power_w"].to_numpy(dtype=float, na_value=np.nan))
+        msrr = np.where(has_points[on_row], best_rps[on_row],
+                        np.where(row_holds, rows["msrr_req_s"].to_numpy(dtype=float), 0.0))
+        power = np.where(has_points[on_row], best_power[on_row],
+                         rows["mean_power_w"].to_numpy(dtype=float, na_value=np.nan))
         return msrr, power
 
     def _unloaded_p95(self, rows: pd.DataFrame) -> np.ndarray:
@@ -383,9 +423,14 @@ class CostTable:
         slice, a higher clock). A row without load points gives its P95 at
         the MSRR, as its service curve does: pessimistic, never optimistic.
         """
-        points = self._points
-        lowest = points.loc[points.groupby("trial_id", sort=False)["concurrency"].idxmin()].set_index("trial_id")
-        p95 = rows["trial_id"].map(lowest["e2e_p95_s"]).to_numpy(dtype=float, na_value=np.nan)
+        columns, codes = self._point_columns, self._point_codes
+        trials = int(max(codes.max(initial=-1), self._row_codes.max(initial=-1))) + 1
+        # Per trial, its point of lowest concurrency (the first in order on a tie).
+        ranked = np.lexsort((np.arange(len(codes)), columns["concurrency"], codes))
+        lowest = ranked[np.unique(codes[ranked], return_index=True)[1]]
+        p95_by_trial = np.full(trials, np.nan)
+        p95_by_trial[codes[lowest]] = columns["e2e_p95_s"][lowest]
+        p95 = p95_by_trial[self._row_codes]
         return np.where(np.isfinite(p95), p95, rows["e2e_p95_s"].to_numpy(dtype=float, na_value=np.nan))
 
     @staticmethod
@@ -396,10 +441,12 @@ class CostTable:
         mig = rows["mig_profile"].to_numpy(dtype=object)
         shape = np.where(kind == "mig", mig, np.where(kind == "cpu", CPU, FULL_GPU))
         clock = rows["clock_mhz"].astype("Float64").fillna(DEFAULT_CLOCK).to_numpy(dtype=np.int64)
-        limit = rows["power_limit_w"].astype("Float64").fillna(DEFAULT_POWER_LIMIT).to_numpy(dtype=np.int64)
-        tensor_parallel = rows["tensor_parallel_size"].to_numpy(dtype=np.int64)
         batch = rows["max_num_seqs"].to_numpy(dtype=np.int64)
         variant = rows["variant"].to_numpy(dtype=object)
+        limit = rows["power_limit_w"].astype("Float64").fillna(DEFAULT_POWER_LIMIT).to_numpy(dtype=np.int64)
+        tensor_parallel = rows["tensor_parallel_size"].to_numpy(dtype=np.int64)
+        config_key = pd.MultiIndex.from_arrays([clock, limit, batch, variant]).factorize()[0].astype(np.int64) \
+            if len(rows) else np.empty(0, np.int64)
         accelerator = rows["accelerator_type"].to_numpy(dtype=object)
         unknown = rows["accelerator_type"].isna().to_numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -418,15 +465,44 @@ class CostTable:
                     msrr_rps=msrr[at], energy_per_request_j=energy[at], p95_unloaded_s=p95[at],
                 ),
                 power_at_msrr_w=power[at],
+                config_key=config_key[at],
             )
         return groups
 
 
+def _on_shape(group: _Group, shape: str, hardware: Hardware) -> np.ndarray:
+    """Positions of rows measured on this shape of the hardware's devices, at its tensor-parallel degree; MIG rows
+    of real sweeps carry no accelerator type."""
+    key = _shape_key(shape, hardware)
+    found = group.on_shape.get(key)
+    if found is None:
+        found = group.on_shape[key] = np.flatnonzero(_matches(group, shape, hardware))
+    return found
+
+
+def _shape_key(shape: str, hardware: Hardware) -> tuple[str, str | None, int]:
+    return (shape, None if shape == CPU else hardware.accelerator_type, _degree(shape, hardware))
+
+
+def _degree(shape: str, hardware: Hardware) -> int:
+    """The tensor-parallel degree of the shape's rows: the whole unit's, or 1 for a MIG slice."""
+    return hardware.tensor_parallel_size if shape == hardware.whole_shape else 1
+
+
+def _first_of_each_configuration(group: _Group, shape: str, hardware: Hardware) -> tuple[np.ndarray, Candidates]:
+    """Positions of the first row of each configuration on the shape, in table order, and their candidates
+    (cached like `_on_shape`)."""
+    key = _shape_key(shape, hardware)
+    found = group.first_rows.get(key)
+    if found is None:
+        at = _on_shape(group, shape, hardware)
+        first = at[np.sort(np.unique(group.config_key[at], return_index=True)[1])]
+        found = group.first_rows[key] = (first, _subset(group.candidates, first))
+    return found
+
+
 def _matches(group: _Group, shape: str, hardware: Hardware) -> np.ndarray:
-    """Rows measured on this shape of the hardware's devices, at its tensor-parallel degree; MIG rows of real sweeps
-    carry no accelerator type."""
-    on_shape = (group.shape == shape) & (
-        group.tensor_parallel == (hardware.tensor_parallel_size if shape == hardware.whole_shape else 1))
+    on_shape = (group.shape == shape) & (group.tensor_parallel == _degree(shape, hardware))
     if hardware.accelerator_type is None or shape == CPU:
         return on_shape
     same_device = group.accelerator_type == hardware.accelerator_type
@@ -492,31 +568,45 @@ def _row_as_point(row: pd.Series) -> LoadPoints:
     )
 
 
+def _mixed(groups: dict[QueryType, _Group], rows: dict[QueryType, np.ndarray], shares: Shares) -> Candidates:
+    """Each aligned configuration as the mix sees it: harmonic MSRR, share-weighted energy per request and P95."""
+    total = sum(shares.values())
+    first = _subset(next(iter(groups.values())).candidates, next(iter(rows.values())))
+
+    def weighted(column: str) -> np.ndarray:
+        return sum(shares[qt] / total * getattr(groups[qt].candidates, column)[at] for qt, at in rows.items())
+
+    # An infeasible type (MSRR 0) makes the mix's seconds per request infinite, so its MSRR 0.
+    with np.errstate(divide="ignore"):
+        seconds = sum(shares[qt] / total / groups[qt].candidates.msrr_rps[at] for qt, at in rows.items())
+    return replace(first, msrr_rps=1.0 / seconds, energy_per_request_j=weighted("energy_per_request_j"),
+                   p95_unloaded_s=weighted("p95_unloaded_s"))
+
+
 def _aligned_configurations(
-    by_type: dict[QueryType, Candidates],
-) -> tuple[Candidates, dict[QueryType, np.ndarray]] | None:
-    """The first type's candidates measured for every type too, in its table order, and where each type has them.
+    keys_by_type: dict[QueryType, np.ndarray],
+) -> tuple[np.ndarray, dict[QueryType, np.ndarray]] | None:
+    """Configurations (keys in each type's table order) measured for every type, in the first type's order.
 
-    None when no configuration was measured for all of them.
+    Returns the positions, among the first type's keys, of each such configuration's first row, and for
+    every type the position of its own first row of it; None when no configuration was measured for all.
     """
-    types = list(by_type)
-    first = by_type[types[0]]
-
-    def keys(candidates: Candidates) -> list[tuple[int, int, int, str]]:
-        return list(zip(candidates.clock_mhz.tolist(), candidates.power_limit_w.tolist(),
-                        candidates.max_num_seqs.tolist(), [str(v) for v in candidates.variant]))
-
-    index_of: dict[QueryType, dict[tuple[int, int, int, str], int]] = {qt: {} for qt in types}
-    for qt in types:
-        for position, key in enumerate(keys(by_type[qt])):
-            index_of[qt].setdefault(key, position)
-    common = [position for position, key in enumerate(keys(first))
-              if index_of[types[0]][key] == position and all(key in index_of[qt] for qt in types)]
-    if not common:
+    first_type, first_keys = next(iter(keys_by_type.items()))
+    firsts = {qt: np.unique(keys, return_index=True) for qt, keys in keys_by_type.items()}
+    first_of_first = np.zeros(len(first_keys), dtype=bool)
+    first_of_first[firsts[first_type][1]] = True
+    in_all = np.logical_and.reduce([_members(first_keys, unique) for unique, _ in firsts.values()])
+    common = np.flatnonzero(first_of_first & in_all)
+    if not common.size:
         return None
-    first_keys = keys(first)
-    positions = {qt: np.asarray([index_of[qt][first_keys[p]] for p in common], dtype=np.int64) for qt in types}
-    return _subset(first, np.asarray(common, dtype=np.int64)), positions
+    positions = {qt: at[np.searchsorted(unique, first_keys[common])] for qt, (unique, at) in firsts.items()}
+    return common, positions
+
+
+def _members(keys: np.ndarray, unique: np.ndarray) -> np.ndarray:
+    """np.isin for a handful of keys against a sorted handful, without isin's per-call set-up."""
+    at = np.minimum(np.searchsorted(unique, keys), len(unique) - 1)
+    return unique[at] == keys
 
 
 def _subset(candidates: Candidates, at: np.ndarray) -> Candidates:

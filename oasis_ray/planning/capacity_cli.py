@@ -35,8 +35,9 @@ from tqdm import tqdm
 
 from oasis_ray.intents import Intent
 from oasis_ray.planning.capacity_figures import power_over_time_figure
+from oasis_ray.planning.energy_study import StudySetup, static_peak_keeping_slo
 from oasis_ray.profiling.hct import HardwareCostTable, HctError, load_hct
-from oasis_ray.planning.inventory import DevicePool, Inventory
+from oasis_ray.planning.inventory import DevicePool, Inventory, Prices
 from oasis_ray.planning.paper_tables import PAPER_RUN_ID, PAPER_SLO_P95_E2E_S, paper_hct, paper_inventory
 from oasis_ray.planning.planner import Plan, PlanRequest, RouteDemand, plan
 from oasis_ray.query_types import QueryType
@@ -49,20 +50,20 @@ from oasis_ray.planning.sim_policies import (
     FixedPolicy,
     OasisPolicy,
     SimulationSettings,
-    oasis_joint_forecast,
-    oasis_reactive,
-    static_peak_policy,
-    static_policy,
+    oasis_damped,
+    oasis_joint,
+    paper_algorithm1,
+    policy_settings,
 )
-from oasis_ray.planning.sim_routes import BY_OUTPUT, GROUPINGS
+from oasis_ray.planning.sim_routes import GROUPINGS
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
-from oasis_ray.planning.simulator import SimRun, simulate
+from oasis_ray.planning.simulator import OFF_THE_BILL, SimRun, simulate
 from oasis_ray.planning.traces import Trace, TraceError, load_azure_trace, load_burstgpt_trace
 
 EXIT_SHORT = 1
 EXIT_BAD_INPUT = 2
 PAPER = "paper"
-POLICY_NAMES = ("static", "static-peak", "oasis", "oasis-joint-forecast")
+POLICY_NAMES = ("static-peak", "paper-alg1", "oasis", "oasis-joint")
 FIGURE_DPI = 130
 TRACE_CREDITS = {
     "azure": "Trace: Azure LLM inference trace 2023, Azure Public Dataset, CC-BY 4.0; Patel et al., "
@@ -109,13 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     simulating.add_argument("--policies", default=",".join(POLICY_NAMES),
                             help=f"comma-separated, from {', '.join(POLICY_NAMES)}")
     simulating.add_argument("--headroom", type=float, default=SIMULATION_HEADROOM,
-                            help=f"the OASIS policies' headroom (default {SIMULATION_HEADROOM:g}: target utilisation "
-                                 f"{1 / (1 + SIMULATION_HEADROOM):.0%}% of MSRR; the live default is 0.1)")
+                            help=f"oasis's and oasis-joint's headroom (default {SIMULATION_HEADROOM:g}: target utilisation "
+                                 f"{1 / (1 + SIMULATION_HEADROOM):.0%} of MSRR; the live default is 0.1)")
     simulating.add_argument("--static-headroom", type=float, default=STATIC_PEAK_HEADROOM,
                             help=f"static-peak's headroom over its busiest window (default {STATIC_PEAK_HEADROOM:g})")
-    simulating.add_argument("--routes", choices=tuple(GROUPINGS), default=BY_OUTPUT.name,
-                            help="how OASIS groups query types into routes: by-output as serve_config.yaml "
-                                 "(SISO+LISO, SILO+LILO; default) or per-type as the paper")
+    simulating.add_argument("--routes", choices=tuple(GROUPINGS),
+                            help="how oasis and oasis-joint group query types into routes (default: oasis "
+                                 "by-output as serve_config.yaml, SISO+LISO and SILO+LILO; oasis-joint by-model, "
+                                 "one route per model); per-type is the paper's (paper-alg1 is always per-type)")
     simulating.add_argument("--route-capacity", choices=("mix", "slowest"), default="mix",
                             help="a grouped route's MSRR: at each tick's mix of types, as the live policy "
                                  "(default), or always its slowest type's (safe for any mix)")
@@ -184,7 +186,7 @@ def _simulate(args: argparse.Namespace) -> int:
                                   scale_by_length=not args.no_length_scaling)
     service = CostTable(table, slo)
     runs: list[SimRun] = []
-    policies = _policies(args, workload, service, pool, settings)
+    policies = _policies(args, workload, service, pool, inventory.prices, settings)
     for policy in policies:
         with tqdm(total=100, desc=policy.name, unit="%", file=sys.stderr, leave=False) as bar:
             runs.append(simulate(workload, policy, service, pool, inventory.prices, settings, _bar_to(bar)))
@@ -267,22 +269,24 @@ def _parse_demand(text: str) -> RouteDemand:
 
 
 def _policies(
-    args: argparse.Namespace, workload: Workload, table: CostTable, pool: DevicePool, settings: SimulationSettings
+    args: argparse.Namespace, workload: Workload, table: CostTable, pool: DevicePool, prices: Prices,
+    settings: SimulationSettings,
 ) -> list[FixedPolicy | OasisPolicy]:
     names = [name.strip() for name in args.policies.split(",") if name.strip()]
     unknown = sorted(set(names) - set(POLICY_NAMES))
     if unknown or not names:
         raise ValueError(f"--policies: unknown {unknown}; choose from {', '.join(POLICY_NAMES)}")
-    grouping = GROUPINGS[args.routes].model_copy(update={"capacity": args.route_capacity})
-    oasis = {
-        policy.name: policy.model_copy(update={"routes": grouping})
-        for policy in (oasis_reactive(args.headroom), oasis_joint_forecast(args.headroom))
-    }
+    def routed(policy: OasisPolicy) -> OasisPolicy:
+        grouping = GROUPINGS[args.routes] if args.routes else policy.routes
+        return policy.model_copy(update={"routes": grouping.model_copy(update={"capacity": args.route_capacity})})
+
     builders: dict[str, Callable[[], FixedPolicy | OasisPolicy]] = {
-        "static": lambda: static_policy(workload.models),
-        "static-peak": lambda: static_peak_policy(workload, table, pool, settings, args.static_headroom),
-        "oasis": lambda: oasis["oasis"],
-        "oasis-joint-forecast": lambda: oasis["oasis-joint-forecast"],
+        "static-peak": lambda: static_peak_keeping_slo(workload, StudySetup(
+            table=table, pool=pool, prices=prices, settings=settings, headroom=args.headroom,
+            static_headroom=args.static_headroom)),
+        "paper-alg1": paper_algorithm1,
+        "oasis": lambda: routed(oasis_damped(args.headroom)),
+        "oasis-joint": lambda: routed(oasis_joint(args.headroom)),
     }
     return [builders[name]() for name in names]
 
@@ -329,12 +333,14 @@ def _plan_table(result: Plan, table: HardwareCostTable) -> str:
         "MIG slices: " + (", ".join(f"{s.route} -> {s.pool} gpu {s.gpu_index} {s.profile}@{s.start_slot}"
                                     for s in result.mig_slices) or "none"),
         "pools: " + "; ".join(f"{p.pool}: {p.whole_devices} whole, {p.mig_devices} partitioned, {p.free_devices} "
-                               f"free of {p.devices}" for p in result.pools),
+                               f"free of {p.devices}, idle {_number(p.idle_power_w)} W" for p in result.pools),
         f"power {_number(result.power_w)} W | energy {_number(result.energy_kwh_per_hour, 3)} kWh/h | "
         f"cost ${result.usd_per_hour:,.2f}/h (devices ${result.device_usd_per_hour:,.2f}, energy "
         f"${result.energy_usd_per_hour:,.2f}) | CO2 {_number(result.co2_g_per_hour)} g/h",
     ]
     lines += [f"SHORTFALL: {s.message}" for s in result.shortfalls] or ["feasible: the inventory meets the SLO"]
+    lines.append("power: each route's draw over its boards' idle, plus every held GPU's idle on its pool's line; "
+                 "free GPUs are off the bill.")
     return "\n".join(lines)
 
 
@@ -342,44 +348,42 @@ def _simulation_table(
     runs: list[SimRun], policies: list[FixedPolicy | OasisPolicy], workload: Workload, table: HardwareCostTable,
     args: argparse.Namespace,
 ) -> str:
-    baseline = runs[0].result.energy_wh
-    headers = ["policy", "energy Wh", f"vs {runs[0].result.policy}", "mean W", "GPU-h", "cost $", "CO2 g",
-               "P50 s", "P95 s", "P99 s", "SLO att.", "reqs<=SLO", "changes", "unserved"]
-    rows = []
-    for run in runs:
-        r = run.result
-        change = r.energy_wh / baseline - 1 if baseline and math.isfinite(baseline) else math.nan
-        rows.append([
-            r.policy, _number(r.energy_wh), "n/a" if not math.isfinite(change) else f"{change:+.1%}",
-            _number(r.mean_power_w), _number(r.gpu_hours, 2), f"{r.cost_usd:,.2f}", _number(r.co2_g),
-            _number(r.p50_s, 2), _number(r.p95_s, 2), _number(r.p99_s, 2), f"{r.slo_attainment:.1%}",
-            f"{r.within_slo_share:.1%}", str(r.replica_changes), str(r.unserved),
-        ])
     first = runs[0].result
     return "\n".join([
         f"Simulation of {workload.name}: {len(workload):,} requests over {workload.duration_s / 60:.1f} min "
         f"(rate x{args.rate_scale:g}), models {', '.join(workload.models)}; SLO P95 <= {first.slo_p95_e2e_s:g} s; "
         f"table: {_provenance(table)}; request cost "
         f"{'by its own token lengths' if not args.no_length_scaling else 'of its query type profiled lengths'}",
-        format_table(headers, rows),
-        *(_policy_line(policy) for policy in policies),
-        "SLO att.: share of 60 s windows whose P95 meets the SLO; reqs<=SLO: share of requests within it.",
+        simulation_results_table(runs),
+        *(policy_settings(policy) for policy in policies),
+        SIMULATION_NOTES.format(window=first.slo_window_s),
         TRACE_CREDITS[args.format],
     ])
 
 
-def _policy_line(policy: FixedPolicy | OasisPolicy) -> str:
-    """What a policy ran with, so a table is never read without its sizing assumptions."""
-    if isinstance(policy, FixedPolicy):
-        devices = ", ".join(f"{group.model_id} x{group.replicas}" for group in policy.groups)
-        return f"{policy.name}: always-on whole devices ({devices}), {policy.config_choice} configuration"
-    scaling = policy.scaling
-    return (
-        f"{policy.name}: routes {policy.routes.name} (route MSRR: {policy.routes.capacity}), "
-        f"{policy.config_choice} configuration, headroom {scaling.headroom:g} (target utilisation "
-        f"{1 / (1 + scaling.headroom):.0%} of MSRR), hysteresis {scaling.hysteresis:g}, "
-        f"forecast {scaling.forecast.mode}"
-    )
+SIMULATION_NOTES = (
+    "SLO att.: share of requests within the SLO latency, and share of {window:g} s windows whose P95 meets it. "
+    "Energy and GPU-h: every GPU held, idle included (a partly sliced GPU's unused rest too); " + OFF_THE_BILL
+)
+
+
+def simulation_results_table(runs: list[SimRun]) -> str:
+    """One row per run: energy (and its ratio to the first run's), GPUs, latency, SLO attainment, changes."""
+    baseline = runs[0].result.energy_wh
+    headers = ["policy", "energy Wh", f"vs {runs[0].result.policy}", "idle Wh", "mean W", "GPU-h", "peak GPUs",
+               "cost $", "P50 s", "P95 s", "P99 s", "SLO reqs", "SLO windows", "changes", "unserved"]
+    rows = []
+    for run in runs:
+        r = run.result
+        change = r.energy_wh / baseline - 1 if baseline and math.isfinite(baseline) else math.nan
+        rows.append([
+            r.policy, _number(r.energy_wh), "n/a" if not math.isfinite(change) else f"{change:+.1%}",
+            _number(r.idle_energy_wh), _number(r.mean_power_w), _number(r.gpu_hours, 2), str(r.peak_gpus),
+            f"{r.cost_usd:,.2f}", _number(r.p50_s, 2), _number(r.p95_s, 2), _number(r.p99_s, 2),
+            f"{r.slo_attainment_requests:.1%}", f"{r.slo_attainment_windows:.1%}", str(r.replica_changes),
+            str(r.unserved),
+        ])
+    return format_table(headers, rows)
 
 
 def _replay_table(measured: ReplayReport, trace: Trace, args: argparse.Namespace) -> str:

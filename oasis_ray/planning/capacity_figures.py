@@ -1,7 +1,7 @@
 """The power-over-time figure of a what-if simulation, after the OASIS paper's Figure 1.
 
 Power per policy over the trace, averaged per `average_s` so second-scale
-noise does not hide the shape, with the devices each policy held below it:
+noise does not hide the shape, with the GPUs each policy held below it (whole and partitioned alike):
 the difference between the lines is where the energy goes. Built as a
 matplotlib Figure without pyplot, so it can be drawn anywhere (CLI, notebook,
 test) and written by the caller.
@@ -24,16 +24,17 @@ def power_over_time_figure(runs: list[SimRun], title: str, average_s: float = SE
     power_axes, device_axes = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
     for run in runs:
         minutes, power = _averaged(run.power_w, run.bin_s, average_s)
-        _, devices = _averaged(run.gpu_equivalents, run.bin_s, average_s)
+        _, devices = _averaged(run.gpus_held, run.bin_s, average_s)
         result = run.result
-        label = f"{result.policy}: {result.energy_wh:,.0f} Wh, SLO attainment {result.slo_attainment:.1%}"
+        label = (f"{result.policy}: {result.energy_wh:,.0f} Wh, SLO {result.slo_attainment_requests:.1%} of requests, "
+                 f"{result.slo_attainment_windows:.0%} of {result.slo_window_s:g} s windows")
         power_axes.plot(minutes, power, label=label, linewidth=1.2)
         device_axes.plot(minutes, devices, label=result.policy, linewidth=1.2)
     power_axes.set_title(title)
     power_axes.set_ylabel(f"power (W, {average_s:g} s mean)")
     power_axes.grid(alpha=0.3)
     power_axes.legend(fontsize=8, loc="upper right")
-    device_axes.set_ylabel("GPUs held (slices as shares)")
+    device_axes.set_ylabel("GPUs held")
     device_axes.set_xlabel("time since the first request (minutes)")
     device_axes.grid(alpha=0.3)
     return fig

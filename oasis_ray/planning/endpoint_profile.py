@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import math
 import platform
 import time
@@ -28,7 +27,7 @@ from oasis_ray.profiling.hct import HardwareCostTable
 from oasis_ray.profiling.loadgen import SendRequest, prompt_token_ids, run_closed_loop
 from oasis_ray.profiling.measurement import EngineIdlePower, LoadPoint, PowerReading, RequestRecord, summarize_level
 from oasis_ray.profiling.msrr_search import search_msrr
-from oasis_ray.planning.replay import EndpointSettings
+from oasis_ray.planning.replay import EndpointSettings, stream_completion
 from oasis_ray.profiling.sweep_plan import Trial, expand_trials
 from oasis_ray.profiling.sweep_spec import QueryLengths, SweepSpec
 from oasis_ray.profiling.trial_outcome import (
@@ -108,27 +107,16 @@ def _streaming_sender(client: httpx.AsyncClient, endpoint: EndpointSettings, que
             "max_tokens": query.output_tokens,
             "temperature": 0.0,
             "ignore_eos": True,
-            "stream": True,
-            "stream_options": {"include_usage": True},
         }
         start_s = time.perf_counter()
-        first_token_s: float | None = None
-        tokens = 0
-        async with client.stream("POST", "/v1/completions", json=body) as response:
-            response.raise_for_status()
-            async for line in response.aiter_lines():
-                payload = line.removeprefix("data: ").strip()
-                if not line.startswith("data: ") or payload == "[DONE]":
-                    continue
-                chunk = json.loads(payload)
-                if first_token_s is None and any(choice.get("text") for choice in chunk.get("choices") or []):
-                    first_token_s = time.perf_counter()
-                if chunk.get("usage"):
-                    tokens = int(chunk["usage"]["completion_tokens"])
-        end_s = time.perf_counter()
+        answer = await stream_completion(client, body)
+        if answer.error is not None:
+            raise RuntimeError(f"{endpoint.base_url} refused a profiling request: HTTP {answer.status_code}: "
+                               f"{answer.error}")
         return RequestRecord(
-            index=index, start_s=start_s, first_token_s=first_token_s if first_token_s is not None else end_s,
-            end_s=end_s, output_tokens=tokens,
+            index=index, start_s=start_s,
+            first_token_s=answer.first_token_s if answer.first_token_s is not None else answer.end_s,
+            end_s=answer.end_s, output_tokens=answer.completion_tokens or 0,
         )
 
     return send

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oasis_ray.costs.table import Hardware
-from oasis_ray.planning.mig_placement import MIG_GEOMETRIES, MigGeometryName
+from oasis_ray.planning.mig_placement import COMPUTE_SLICES, MIG_GEOMETRIES, MigGeometryName
 from oasis_ray.scaling.shapes import CPU, FULL_GPU
 
 
@@ -49,10 +49,16 @@ class DevicePool(BaseModel):
         return CPU if self.kind == "cpu" else FULL_GPU
 
     def hardware(self, *, allow_mig: bool = True) -> Hardware:
-        """The pool's shapes as the cost table selects rows: its whole device, and its MIG profiles if allowed."""
+        """The pool's shapes as the cost table selects rows: its whole device, and its MIG profiles if allowed.
+
+        The seven-slice profile is left out: it is the whole GPU in MIG mode, so it frees nothing for other
+        routes and gives up clock control, and Algorithm 1 would take it as a "slice" for any need below one
+        GPU. The whole device stands for it.
+        """
         profiles = MIG_GEOMETRIES[self.mig_geometry] if allow_mig and self.mig_geometry is not None else {}
+        slices = tuple(name for name, profile in profiles.items() if profile.compute_slices < COMPUTE_SLICES)
         return Hardware(whole_shape=self.whole_shape, accelerator_type=self.accelerator_type,
-                        mig_shapes=tuple(profiles), idle_power_w=self.idle_power_w)
+                        mig_shapes=slices, idle_power_w=self.idle_power_w)
 
 
 class Prices(BaseModel):

@@ -17,6 +17,7 @@ Fed largest slices first, this is first-fit decreasing.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -144,6 +145,21 @@ class GpuPacker:
         placement = SlicePlacement(gpu_index=index, profile=profile.name, start_slot=start, owner=owner)
         self.placements.append(placement)
         return placement
+
+
+def gpus_for_slices(geometry: str, counts: Mapping[str, int]) -> int:
+    """How many GPUs first-fit decreasing needs for these slices (profile -> count) at valid placements.
+
+    Largest memory footprint first, then most compute: what the planner
+    does, so a fleet the simulator holds is one the planner could build.
+    """
+    slices = [name for name, count in counts.items() for _ in range(count)]
+    order = sorted(slices, key=lambda name: (-mig_profile(geometry, name).memory_slices,
+                                              -mig_profile(geometry, name).compute_slices, name))
+    packer = GpuPacker(count=len(order), geometry=geometry)
+    for name in order:
+        packer.place_slice(name, owner=name)
+    return packer.mig_gpus
 
 
 def _free_start(profile: MigProfile, mask: int) -> int | None:

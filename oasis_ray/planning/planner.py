@@ -15,11 +15,13 @@ the GPUs left over, in the placements the hardware allows
 preferred pool as far as devices last, and the rest is reported as a
 shortfall naming the route, shape, pool and how many replicas are missing.
 
-Power, cost and CO2 charge what the plan allocates: whole devices, and MIG
-slices at their share of a GPU (price and idle power), with the dynamic
-power read at the planned rate per replica. Free GPUs and free slices are
-left for other work and charged nothing. Unknown power (no meter, no idle
-figure) makes the energy figures NaN, never 0.
+Power, cost and CO2 charge the GPUs the plan holds, as a fleet pays for
+them: every GPU given whole or partitioned for slices pays its price and its
+board's idle power, and each replica adds its draw over that idle at its
+planned rate (oasis_ray.costs.curves). So the unused rest of a partly sliced
+GPU is charged to the fleet (the pool's line), not to any route, and a free
+GPU is off the bill. Unknown power (no meter, no idle figure) makes the
+energy figures NaN, never 0.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ class RoutePlan(BaseModel):
     msrr_rps: float | None = Field(description="Per replica, under the plan's SLO.")
     gpus_required: float | None = Field(description="Algorithm 1's need / MSRR(whole unit).")
     gpu_equivalents: float
-    power_w: float
+    power_w: float = Field(description="The replicas' draw over their boards' idle at the planned rate; the boards' "
+                                       "idle is charged per GPU held, on the pool's line.")
     p95_s: float | None = Field(description="Predicted P95 latency of a profiled-length request at the planned rate.")
     reason: str
 
@@ -123,7 +126,8 @@ class PoolUsage(BaseModel):
     whole_devices: int = Field(description="Devices given whole to one replica.")
     mig_devices: int = Field(description="GPUs partitioned for the MIG slices placed on them.")
     free_devices: int
-    gpu_equivalents: float = Field(description="Devices charged: whole ones plus slices' shares.")
+    gpu_equivalents: float = Field(description="Devices' worth of replicas: whole ones plus slices' shares.")
+    idle_power_w: float = Field(description="Board idle power of every device held (whole or partitioned).")
 
 
 class Shortfall(BaseModel):
@@ -147,7 +151,8 @@ class Plan(BaseModel):
     mig_slices: list[MigSlice]
     pools: list[PoolUsage]
     shortfalls: list[Shortfall]
-    power_w: float
+    power_w: float = Field(description="Routes' draw plus the idle of every device held; free devices are off "
+                                       "the bill.")
     energy_kwh_per_hour: float
     device_usd_per_hour: float
     energy_usd_per_hour: float
@@ -237,7 +242,9 @@ def _candidates(demand: RouteDemand, request: PlanRequest, table: CostTable) -> 
         capacity, choices = found
         option, replicas, reason = algorithm1(need, capacity)
         choice = choices[option.shape]
-        power = replicas * choice.curve.power_at(demand.rate_rps / replicas)
+        # Ranks pools: a slice is priced at its share of the GPU it would share, idle power alike.
+        power = replicas * (choice.curve.increment_at(demand.rate_rps / replicas)
+                            + option.gpu_fraction * choice.curve.board_idle_w)
         energy_usd = power / WH_PER_KWH * prices.usd_per_kwh if math.isfinite(power) else 0.0
         usd = replicas * option.gpus * pool.usd_per_hour + energy_usd
         candidates.append(
@@ -279,7 +286,7 @@ def _allocate(
 def _route_plan(demand: RouteDemand, request: PlanRequest, candidate: _Candidate, replicas: int) -> RoutePlan:
     option = candidate.choice.option
     curve = candidate.choice.curve
-    power = replicas * curve.power_at(demand.rate_rps / replicas) if replicas else 0.0
+    power = replicas * curve.increment_at(demand.rate_rps / replicas) if replicas else 0.0
     p95 = curve.p95_at(demand.rate_rps / replicas) if replicas else None
     return RoutePlan(
         route=route_name(demand.model_id, demand.query_type),
@@ -320,20 +327,24 @@ def _summarise(
     inventory = request.inventory
     pools = []
     device_usd = 0.0
+    idle_w = 0.0
     for pool in inventory.pools:
         packer = packers[pool.name]
+        held = len(packer.whole) + packer.mig_gpus
         equivalents = sum(route.gpu_equivalents for route in routes if route.pool == pool.name)
-        device_usd += equivalents * pool.usd_per_hour
+        pool_idle_w = held * (math.nan if pool.idle_power_w is None else pool.idle_power_w) if held else 0.0
+        device_usd += held * pool.usd_per_hour
+        idle_w += pool_idle_w
         pools.append(PoolUsage(
             pool=pool.name, devices=pool.count, whole_devices=len(packer.whole), mig_devices=packer.mig_gpus,
-            free_devices=packer.free_whole, gpu_equivalents=equivalents,
+            free_devices=packer.free_whole, gpu_equivalents=equivalents, idle_power_w=pool_idle_w,
         ))
     slices = [
         MigSlice(pool=pool.name, gpu_index=p.gpu_index, profile=p.profile, start_slot=p.start_slot, route=p.owner)
         for pool in inventory.pools
         for p in packers[pool.name].placements
     ]
-    power = math.fsum(route.power_w for route in routes)
+    power = math.fsum(route.power_w for route in routes) + idle_w
     energy_kwh = power / WH_PER_KWH
     return Plan(
         config_choice=request.config_choice if request.intent is not Intent.SLO else "baseline",

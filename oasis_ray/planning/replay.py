@@ -7,16 +7,24 @@ prompts (exact lengths) and `ignore_eos`, so every answer has the trace's
 (capped) output length. The query type is read from the app's
 `x-oasis-query-type` header, not recomputed, to record what the app decided.
 
-Latency is from the moment a request is sent to its full answer; the gap
-between schedule and send is recorded separately, so a client that falls
-behind is visible instead of silently shortening the latencies.
+Latency is from the moment a request is sent to its last token. Requests
+stream, as the endpoint profiler's do (`stream_completion`, shared by both),
+so a replay measures what the cost table measured: a non-streaming answer
+can wait longer than its last token (an app with `energy_header` holds it
+one to two GPU sample periods for its energy figure), which no latency in
+the table includes. The gap between schedule and send is recorded
+separately, so a client that falls behind is visible instead of silently
+shortening the latencies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,6 +81,44 @@ async def replay(
     return report(list(records))
 
 
+@dataclass(frozen=True)
+class StreamedAnswer:
+    """One streamed completion as the client saw it; times are time.perf_counter() readings."""
+
+    status_code: int
+    headers: httpx.Headers
+    first_token_s: float | None
+    end_s: float
+    completion_tokens: int | None
+    error: str | None
+
+
+async def stream_completion(client: httpx.AsyncClient, body: dict[str, Any]) -> StreamedAnswer:
+    """POST /v1/completions with `stream` on, reading to the last chunk; the usage chunk gives the token count.
+
+    A refusal (any status but 200) is returned with the start of its body as the error, not raised.
+    """
+    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    first_token_s: float | None = None
+    tokens: int | None = None
+    async with client.stream("POST", "/v1/completions", json=streamed) as response:
+        if response.status_code != HTTP_OK:
+            text = (await response.aread()).decode(errors="replace")
+            return StreamedAnswer(response.status_code, response.headers, None, time.perf_counter(), None,
+                                  text[:_ERROR_CHARS])
+        async for line in response.aiter_lines():
+            payload = line.removeprefix("data: ").strip()
+            if not line.startswith("data: ") or payload == "[DONE]":
+                continue
+            chunk = json.loads(payload)
+            if first_token_s is None and any(choice.get("text") for choice in chunk.get("choices") or []):
+                first_token_s = time.perf_counter()
+            if chunk.get("usage"):
+                tokens = int(chunk["usage"]["completion_tokens"])
+        return StreamedAnswer(response.status_code, response.headers, first_token_s, time.perf_counter(), tokens,
+                              None)
+
+
 async def _send(
     client: httpx.AsyncClient, request: ReplayRequest, settings: EndpointSettings, started: float
 ) -> ReplayRecord:
@@ -85,27 +131,24 @@ async def _send(
     }
     sent = time.perf_counter()
     try:
-        response = await client.post("/v1/completions", json=body)
+        answer = await stream_completion(client, body)
     except httpx.HTTPError as error:
-        return _record(request, started, sent, status=0, error=f"{type(error).__name__}: {error}")
-    headers = response.headers
-    if response.status_code != HTTP_OK:
-        return _record(request, started, sent, status=response.status_code, error=response.text[:_ERROR_CHARS],
-                       query_type=headers.get("x-oasis-query-type"), route=headers.get("x-oasis-route"))
-    usage = response.json().get("usage") or {}
-    return _record(request, started, sent, status=HTTP_OK, query_type=headers.get("x-oasis-query-type"),
-                   route=headers.get("x-oasis-route"), output_tokens=usage.get("completion_tokens"))
+        return _record(request, started, sent, time.perf_counter(), status=0, error=f"{type(error).__name__}: {error}")
+    headers = answer.headers
+    return _record(request, started, sent, answer.end_s, status=answer.status_code, error=answer.error,
+                   query_type=headers.get("x-oasis-query-type"), route=headers.get("x-oasis-route"),
+                   output_tokens=answer.completion_tokens)
 
 
 def _record(
-    request: ReplayRequest, started: float, sent: float, *, status: int, error: str | None = None,
+    request: ReplayRequest, started: float, sent: float, answered: float, *, status: int, error: str | None = None,
     query_type: str | None = None, route: str | None = None, output_tokens: int | None = None,
 ) -> ReplayRecord:
     return ReplayRecord(
         index=request.index,
         scheduled_s=request.send_at_s,
         sent_s=sent - started,
-        latency_s=time.perf_counter() - sent,
+        latency_s=answered - sent,
         status_code=status,
         query_type=query_type,
         route=route,

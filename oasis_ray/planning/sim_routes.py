@@ -4,7 +4,10 @@ The live app groups query types into routes (serve_config.yaml: short-output
 = SISO + LISO, long-output = SILO + LILO), so the simulator does the same by
 default: a route of its own per query type (the paper's layout) holds a
 replica for a type with a trickle of traffic all day, capacity the types of
-one route would share. "per-type" keeps the paper's layout for comparison.
+one route would share. "per-type" keeps the paper's layout for comparison;
+"by-model" puts every type of a model on one route, so a type with a trickle
+of traffic (the Azure traces' long outputs are 0.4% and 3.2% of requests)
+rides on the replicas the others keep busy instead of holding a GPU of its own.
 
 A route's replica runs one configuration for all its types
 (CostTable.shared_shape_choices) and serves their mix. Its MSRR for
@@ -70,4 +73,6 @@ BY_OUTPUT = RouteGrouping(
             QueryType.SILO: "long-output", QueryType.LILO: "long-output"},
 )
 PER_TYPE = RouteGrouping(name="per-type", routes={query_type: query_type.value for query_type in QueryType})
-GROUPINGS = {grouping.name: grouping for grouping in (BY_OUTPUT, PER_TYPE)}
+# One route per model: every type shares the model's replicas and one configuration chosen for its mix.
+BY_MODEL = RouteGrouping(name="by-model", routes=dict.fromkeys(QueryType, "all"))
+GROUPINGS = {grouping.name: grouping for grouping in (BY_OUTPUT, PER_TYPE, BY_MODEL)}

@@ -7,8 +7,9 @@ oasis_ray.planning.sim_routes; per fixed group otherwise). Every `tick_s` the OA
 `oasis_ray.scaling.core.decide`, the function the live Serve autoscaler calls, with the
 rates the ingress would report (arrivals over `rate_window_s`, per route and,
 for the route's MSRR at its mix, per route and query type) and the
-replicas that have finished starting; a replica it asks for serves
-`startup_s` later. Everything else is arrays over time bins and requests
+replicas that have finished starting (or, by default, the same decisions
+from oasis_ray.planning.sim_decisions, much faster); a replica it asks for
+serves `startup_s` later. Everything else is arrays over time bins and requests
 (oasis_ray.planning.sim_queue), driven by the HCT's curves (oasis_ray.costs.curves):
 
 - a group's capacity per bin is its ready replicas' saturated throughput;
@@ -17,35 +18,41 @@ replicas that have finished starting; a replica it asks for serves
   replica's shape at the group's load (rate averaged over `load_window_s`,
   or saturated while a queue stands), scaled to its own token lengths, plus
   its wait in that queue; its share of capacity is scaled alike;
-- power per bin is each ready replica's power at that load plus the idle
-  power of replicas still starting.
+- power per bin: see below.
 
 The run is charged from the first arrival to the last completion, so a
-policy that falls behind pays for the time it takes to catch up. Energy is
-what the replicas draw (a MIG slice its share of idle, see oasis_ray.costs.curves);
-devices a policy does not hold are charged nothing, so the idle power of
-the unused rest of a GPU that holds a slice is charged to no one (a
-cluster that packs other work there pays it anyway; a dedicated one does not). Not modelled:
-attention's superlinear cost on long prompts (lengths scale cost linearly),
-prefix-cache hits, failures, and inventory limits (use the planner).
+policy that falls behind pays for the time it takes to catch up.
+
+Energy is the fleet's: per time bin, the physical GPUs the policy holds
+(whole-GPU replicas, plus the GPUs its MIG slices are packed onto, first-fit
+decreasing at valid placements, oasis_ray.planning.mig_placement, within the
+policy's packing scope: one model's slices, or every model's), each charged
+its board's idle power, plus each replica's draw over that idle at its load
+(oasis_ray.costs.curves; a replica still starting draws its engine's idle
+increment). So the unused rest of a partly sliced GPU is charged to the
+fleet, not to any route, and a GPU the policy does not hold is off the bill.
+Slices are re-packed whenever the set of slices changes, which a real fleet
+does only by migrating them, so the count is the best a packer could hold.
+Not modelled: attention's superlinear cost on long prompts (lengths scale
+cost linearly), prefix-cache hits, failures, and inventory limits (use the
+planner).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.costs.curves import GRID_POINTS, UTILISATION_GRID, ServiceCurve
-from oasis_ray.costs.table import CostTable, route_capacity_at_mix, route_name
-from oasis_ray.scaling.shapes import RouteCapacity
-from oasis_ray.scaling.state import ScalingState
-from oasis_ray.scaling.traffic import TrafficReport, decide_on_report
-from oasis_ray.planning.sim_policies import FixedPolicy, OasisPolicy, SimulationSettings
+from oasis_ray.costs.table import CostTable, Hardware, route_capacity_at_mix, route_name
+from oasis_ray.planning.inventory import DevicePool, Prices
+from oasis_ray.planning.mig_placement import gpus_for_slices
+from oasis_ray.planning.sim_decisions import RouteReplicas, decide_route_over_trace
+from oasis_ray.planning.sim_policies import FixedGroup, FixedPolicy, OasisPolicy, SimulationSettings
 from oasis_ray.planning.sim_queue import (
     latency_from_quantiles,
     latency_percentiles,
@@ -55,15 +62,23 @@ from oasis_ray.planning.sim_queue import (
 )
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 from oasis_ray.query_types import QueryType
+from oasis_ray.scaling.shapes import RouteCapacity
+from oasis_ray.scaling.state import ScalingState
+from oasis_ray.scaling.traffic import TrafficReport, decide_on_report
 
 ProgressCallback = Callable[[float], None]
 SECONDS_PER_HOUR = 3600.0
 WH_PER_KWH = 1000.0
 _PROGRESS_STEPS = 100
+OFF_THE_BILL = "GPUs the policy does not hold are off the bill (no idle power, no price)."
 
 
 class SimResult(BaseModel):
-    """One policy on one workload. Latencies are end to end; inf where a request was never served."""
+    """One policy on one workload. Latencies are end to end; inf where a request was never served.
+
+    Energy, GPU-hours and device cost are the fleet's: every GPU held, idle
+    time and unused slices included (see the module docstring).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,9 +89,10 @@ class SimResult(BaseModel):
     unsupported_routes: list[str]
     charged_s: float
     energy_wh: float
+    idle_energy_wh: float
     mean_power_w: float
     gpu_hours: float
-    peak_gpu_equivalents: float
+    peak_gpus: int
     device_cost_usd: float
     energy_cost_usd: float
     co2_g: float
@@ -84,8 +100,9 @@ class SimResult(BaseModel):
     p95_s: float
     p99_s: float
     slo_p95_e2e_s: float
-    slo_attainment: float
-    within_slo_share: float
+    slo_window_s: float
+    slo_attainment_requests: float
+    slo_attainment_windows: float
     throughput_rps: float
     replica_changes: int
 
@@ -96,38 +113,34 @@ class SimResult(BaseModel):
 
 @dataclass(frozen=True, eq=False)
 class SimRun:
-    """The result plus what plots and comparisons need: power and devices per bin, latency per request."""
+    """The result plus what plots and comparisons need: power, GPUs held and replicas per shape per bin,
+    latency per request."""
 
     result: SimResult
     bin_s: float
     power_w: np.ndarray
-    gpu_equivalents: np.ndarray
+    gpus_held: np.ndarray
+    replicas_by_shape: dict[str, np.ndarray]
     latency_s: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
 class _Shape:
     name: str
-    gpu_fraction: float
+    whole: bool
     curves: dict[int, ServiceCurve]
 
 
 @dataclass(eq=False)
-class _Replica:
-    start_s: float
-    ready_s: float
-    stop_s: float = math.inf
-
-
-@dataclass(eq=False)
 class _Group:
-    """Requests served together, the shapes they may land on (whole unit first) and replicas per shape."""
+    """Requests served together, the shapes they may land on (whole unit first) and their replicas."""
 
     label: str
+    model_id: str
     requests: np.ndarray
     shapes: list[_Shape]
-    replicas: list[list[_Replica]] = field(default_factory=list)
-    capacity: RouteCapacity | None = field(default=None, repr=False)
+    replicas: RouteReplicas
+    capacity: RouteCapacity | None = None
 
 
 def simulate(
@@ -149,24 +162,56 @@ def simulate(
     if isinstance(policy, FixedPolicy):
         groups, unsupported = _fixed_groups(workload, policy, table, pool)
         changes = 0
+        scope = "model"
     else:
         groups, unsupported = _route_groups(workload, policy, table, pool, settings)
         changes = _autoscale(groups, workload, policy, settings, progress)
+        scope = policy.packing
     rng = np.random.default_rng(settings.seed)
     quantile = rng.random(len(workload))
     landing = rng.random(len(workload))
     latency = np.full(len(workload), np.inf)
-    power = np.zeros(n_bins)
-    equivalents = np.zeros(n_bins)
+    increments = np.zeros(n_bins)
+    whole_gpus = np.zeros(n_bins)
+    slices: dict[str, dict[str, np.ndarray]] = {}
+    by_shape: dict[str, np.ndarray] = {}
     for group in groups:
         alive, ready = _counts(group, n_bins, settings.bin_s)
-        served, group_power = _serve(group, alive, ready, workload, settings, quantile, landing)
+        served, group_increments = _serve(group, alive, ready, workload, settings, quantile, landing)
         latency[group.requests] = served
-        power += group_power
-        equivalents += np.asarray([shape.gpu_fraction for shape in group.shapes]) @ alive
+        increments += group_increments
+        for shape, count in zip(group.shapes, alive):
+            by_shape[shape.name] = by_shape.get(shape.name, 0) + count
+            if shape.whole:
+                whole_gpus += count
+            else:
+                by_profile = slices.setdefault(group.model_id if scope == "model" else "", {})
+                by_profile[shape.name] = by_profile.get(shape.name, 0) + count
+    gpus_held = whole_gpus + sum((_packed_gpus(pool, by_profile, n_bins) for by_profile in slices.values()),
+                                 np.zeros(n_bins))
+    idle_w = (math.nan if pool.idle_power_w is None else pool.idle_power_w) if settings.board_idle_charged else 0.0
     if progress is not None:
         progress(1.0)
-    return _run(workload, policy.name, unsupported, changes, latency, power, equivalents, pool, prices, settings)
+    return _run(workload, policy.name, unsupported, changes, latency, increments, gpus_held * idle_w, gpus_held,
+                by_shape, pool, prices, settings)
+
+
+def _packed_gpus(pool: DevicePool, by_profile: dict[str, np.ndarray], n_bins: int) -> np.ndarray:
+    """GPUs per bin that first-fit decreasing needs for the slices alive in it; packed once per distinct set."""
+    if pool.mig_geometry is None:
+        raise ValueError(f"mig_geometry: pool '{pool.name}' holds MIG slices but has no MIG geometry")
+    profiles = sorted(by_profile)
+    counts = np.stack([by_profile[name] for name in profiles]).astype(np.int64)
+    changes = np.flatnonzero(np.any(np.diff(counts, axis=1) != 0, axis=0)) + 1
+    starts = np.concatenate(([0], changes))
+    gpus = np.empty(len(starts))
+    packed: dict[tuple[int, ...], int] = {}
+    for index, start in enumerate(starts):
+        key = tuple(int(n) for n in counts[:, start])
+        if key not in packed:
+            packed[key] = gpus_for_slices(pool.mig_geometry, dict(zip(profiles, key)))
+        gpus[index] = packed[key]
+    return np.repeat(gpus, np.diff(np.concatenate((starts, [n_bins]))))
 
 
 def _fixed_groups(
@@ -177,22 +222,37 @@ def _fixed_groups(
         if fixed.model_id not in workload.models:
             continue
         model_index = workload.models.index(fixed.model_id)
+        shape_name = fixed.shape or pool.whole_shape
+        hardware = pool.hardware(allow_mig=fixed.shape is not None)
         curves: dict[int, ServiceCurve] = {}
         for query_type in fixed.query_types:
-            choices = table.shape_choices(fixed.model_id, query_type, pool.hardware(allow_mig=False),
-                                          policy.config_choice)
-            if choices:
-                curves[QUERY_TYPES.index(query_type)] = choices[0].curve
+            curve = _fixed_curve(table, fixed, query_type, shape_name, hardware)
+            if curve is not None:
+                curves[QUERY_TYPES.index(query_type)] = curve
             else:
                 unsupported.append(route_name(fixed.model_id, query_type))
         served = (workload.model_index == model_index) & np.isin(workload.type_code, list(curves))
         if not served.any():
             continue
-        label = f"{fixed.model_id}[{','.join(qt.value for qt in fixed.query_types)}]"
-        shape = _Shape(name=pool.whole_shape, gpu_fraction=1.0, curves=curves)
-        always_on = [_Replica(start_s=0.0, ready_s=0.0) for _ in range(fixed.replicas)]
-        groups.append(_Group(label=label, requests=np.flatnonzero(served), shapes=[shape], replicas=[always_on]))
+        label = f"{fixed.model_id}[{','.join(qt.value for qt in fixed.query_types)}]@{shape_name}"
+        replicas = RouteReplicas(shapes=(shape_name,))
+        replicas.reconcile({shape_name: fixed.replicas}, now_s=0.0, startup_s=0.0)
+        shape = _Shape(name=shape_name, whole=fixed.shape is None, curves=curves)
+        groups.append(_Group(label=label, model_id=fixed.model_id, requests=np.flatnonzero(served), shapes=[shape],
+                             replicas=replicas))
     return groups, unsupported
+
+
+def _fixed_curve(
+    table: CostTable, fixed: FixedGroup, query_type: QueryType, shape: str, hardware: Hardware
+) -> ServiceCurve | None:
+    """The group's configuration on the shape, or the sweep's baseline row there, whatever its MSRR."""
+    if fixed.configuration is not None:
+        chosen = [c for c in table.shape_choices(fixed.model_id, query_type, hardware, fixed.configuration)
+                  if c.option.shape == shape]
+        if chosen:
+            return chosen[0].curve
+    return table.baseline_curve(fixed.model_id, query_type, shape, hardware)
 
 
 def _route_groups(
@@ -200,33 +260,43 @@ def _route_groups(
 ) -> tuple[list[_Group], list[str]]:
     """One group per (model, route of the policy's grouping) with traffic; types no whole unit serves are refused."""
     groups, unsupported = [], []
+    selection = policy.config_choice
+    by_model = _requests_by_model(workload)
     for model_index, model_id in enumerate(workload.models):
-        of_model = workload.model_index == model_index
-        counts = np.bincount(workload.type_code[of_model], minlength=len(QUERY_TYPES))
+        of_model = by_model[model_index]
+        model_types = workload.type_code[of_model]
+        counts = np.bincount(model_types, minlength=len(QUERY_TYPES))
         for route, types in policy.routes.route_types().items():
             present = [qt for qt in types if counts[QUERY_TYPES.index(qt)] > 0]
             served = [qt for qt in present
-                      if table.shape_choices(model_id, qt, pool.hardware(allow_mig=False), policy.config_choice)]
+                      if table.shape_choices(model_id, qt, pool.hardware(allow_mig=False), selection)]
             shares = {qt: float(counts[QUERY_TYPES.index(qt)]) for qt in served}
-            choices = table.shared_shape_choices(model_id, shares, pool.hardware(), policy.config_choice) if served else []
+            choices = table.shared_shape_choices(model_id, shares, pool.hardware(), selection) if served else []
             if not choices or next(iter(choices[0].values())).option.shape != pool.whole_shape:
                 unsupported += [route_name(model_id, qt) for qt in present]
                 continue
             unsupported += [route_name(model_id, qt) for qt in present if qt not in served]
             codes = [QUERY_TYPES.index(qt) for qt in served]
-            requests = np.flatnonzero(of_model & np.isin(workload.type_code, codes))
-            shapes = [
-                _Shape(name=next(iter(by_type.values())).option.shape,
-                       gpu_fraction=next(iter(by_type.values())).option.gpu_fraction,
-                       curves={QUERY_TYPES.index(qt): choice.curve for qt, choice in by_type.items()})
-                for by_type in choices
-            ]
+            requests = of_model[np.isin(model_types, codes)]
+            shapes = []
+            for by_type in choices:
+                option = next(iter(by_type.values())).option
+                shapes.append(_Shape(name=option.shape, whole=option.is_whole_unit,
+                                     curves={QUERY_TYPES.index(qt): choice.curve for qt, choice in by_type.items()}))
             cost = {shape.name: _mean_costs(shape, workload, requests, settings.scale_by_length) for shape in shapes}
             capacity = route_capacity_at_mix(f"{model_id}/{route}", choices, shares, cost,
                                              at_mix=policy.routes.capacity == "mix")
-            groups.append(_Group(label=capacity.route, requests=requests, shapes=shapes,
-                                 replicas=[[] for _ in shapes], capacity=capacity))
+            groups.append(_Group(label=capacity.route, model_id=model_id, requests=requests, shapes=shapes,
+                                 replicas=RouteReplicas(shapes=tuple(shape.name for shape in shapes)),
+                                 capacity=capacity))
     return groups, unsupported
+
+
+def _requests_by_model(workload: Workload) -> list[np.ndarray]:
+    """Each model's request indices in arrival order, from one sort rather than one scan per model."""
+    order = np.argsort(workload.model_index, kind="stable")
+    bounds = np.searchsorted(workload.model_index[order], np.arange(len(workload.models) + 1))
+    return [order[bounds[i]:bounds[i + 1]] for i in range(len(workload.models))]
 
 
 def _mean_costs(
@@ -250,7 +320,7 @@ def _autoscale(
     settings: SimulationSettings,
     progress: ProgressCallback | None,
 ) -> int:
-    """Drive `decide` tick by tick and record every replica's life; returns starts plus stops after t = 0.
+    """Decide every tick, start and stop each route's replicas; returns starts plus stops after t = 0.
 
     The first tick provisions, with replicas ready at once, for the busiest
     rate window before a scale-up it orders could be ready (the first
@@ -263,32 +333,49 @@ def _autoscale(
     routed = [group for group in groups if group.capacity is not None]
     if not routed:
         return 0
-    capacities = tuple(group.capacity for group in routed if group.capacity is not None)
-    names = [capacity.route for capacity in capacities]
     ticks = np.arange(0.0, workload.duration_s + settings.drain_s + settings.tick_s, settings.tick_s)
     window = (ticks, settings.rate_window_s, settings.startup_s)
     type_rates = [_observed_type_rates(group, workload, *window) for group in routed]
+    at_mix = policy.routes.capacity == "mix"
+    if settings.decisions == "exact":
+        return _autoscale_exact(routed, type_rates, ticks, policy, settings, progress)
+    changes = 0
+    for done, (group, rates) in enumerate(zip(routed, type_rates)):
+        assert group.capacity is not None
+        changes += decide_route_over_trace(group.capacity, rates, ticks, policy.scaling, at_mix=at_mix,
+                                           startup_s=settings.startup_s, replicas=group.replicas)
+        if progress is not None:
+            progress(done / len(routed))
+    return changes
+
+
+def _autoscale_exact(
+    routed: list[_Group],
+    type_rates: list[dict[QueryType, np.ndarray]],
+    ticks: np.ndarray,
+    policy: OasisPolicy,
+    settings: SimulationSettings,
+    progress: ProgressCallback | None,
+) -> int:
+    """The live core (decide_on_report) called every tick with the report the ingress would send."""
+    capacities = tuple(group.capacity for group in routed if group.capacity is not None)
+    names = [capacity.route for capacity in capacities]
     state = ScalingState()
-    active: list[list[list[_Replica]]] = [[[] for _ in group.shapes] for group in routed]
     changes = 0
     report_every = max(1, len(ticks) // _PROGRESS_STEPS)
     for k, now_s in enumerate(ticks):
-        current = {
-            name: {shape.name: sum(1 for r in running[i] if r.ready_s <= now_s) for i, shape in enumerate(group.shapes)}
-            for name, group, running in zip(names, routed, active)
-        }
+        current = {name: group.replicas.ready(float(now_s)) for name, group in zip(names, routed)}
         report = TrafficReport(type_rates={
             name: {qt: float(series[k]) for qt, series in by_type.items()} for name, by_type in zip(names, type_rates)
         })
         decision, state = decide_on_report(report, capacities, now_s=float(now_s), current_replicas=current,
-                                           config=policy.scaling, state=state, at_mix=policy.routes.capacity == "mix")
+                                           config=policy.scaling, state=state,
+                                           at_mix=policy.routes.capacity == "mix")
         assert decision is not None, "every simulated route reports, zeros included"
         startup_s = 0.0 if k == 0 else settings.startup_s
-        for name, group, running in zip(names, routed, active):
-            targets = decision.routes[name].replicas
-            for i, shape in enumerate(group.shapes):
-                moved = _reconcile(running[i], group.replicas[i], targets.get(shape.name, 0), float(now_s), startup_s)
-                changes += moved if k else 0
+        for name, group in zip(names, routed):
+            moved = group.replicas.reconcile(decision.routes[name].replicas, float(now_s), startup_s)
+            changes += moved if k else 0
         if progress is not None and k % report_every == 0:
             progress(k / len(ticks))
     return changes
@@ -330,28 +417,11 @@ def _observed_type_rates(
     return {QUERY_TYPES[code]: rates[:, column] for column, code in enumerate(codes)}
 
 
-def _reconcile(active: list[_Replica], history: list[_Replica], target: int, now_s: float, startup_s: float) -> int:
-    """Start or stop replicas of one shape to meet the target; stopping prefers ones still starting.
-
-    `active` holds the running ones and is updated in place; `history` keeps every replica ever started.
-    """
-    if target > len(active):
-        started = [_Replica(start_s=now_s, ready_s=now_s + startup_s) for _ in range(target - len(active))]
-        active.extend(started)
-        history.extend(started)
-        return len(started)
-    surplus = len(active) - target
-    active.sort(key=lambda replica: replica.ready_s)
-    for _ in range(surplus):
-        active.pop().stop_s = now_s
-    return surplus
-
-
 def _counts(group: _Group, n_bins: int, bin_s: float) -> tuple[np.ndarray, np.ndarray]:
     """(alive, ready) replicas per shape per bin; a replica is ready from the first whole bin after its start-up."""
     alive = np.zeros((len(group.shapes), n_bins + 1))
     ready = np.zeros((len(group.shapes), n_bins + 1))
-    for i, replicas in enumerate(group.replicas):
+    for i, replicas in enumerate(group.replicas.history):
         for replica in replicas:
             start = min(n_bins, math.floor(replica.start_s / bin_s))
             stop = n_bins if replica.stop_s == math.inf else min(n_bins, math.floor(replica.stop_s / bin_s))
@@ -372,7 +442,7 @@ def _serve(
     quantile: np.ndarray,
     landing: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(latency per request of the group, power per bin): queue, load, landing shape, latency draw, power."""
+    """(latency per request of the group, draw over the boards' idle per bin): queue, load, landing, latency, power."""
     ids = group.requests
     arrivals = workload.arrival_s[ids]
     types = workload.type_code[ids]
@@ -404,13 +474,15 @@ def _serve(
     latency = _service_latency(group, codes, types, shape_of, utilisation[bins], quantile[ids], inputs, outputs)
     latency += waits
     type_share = np.divide(load_by_type, load, out=np.tile(mix[:, None], (1, n_bins)), where=load > 0)
-    power = np.zeros(n_bins)
+    increments = np.zeros(n_bins)
     for i, shape in enumerate(group.shapes):
-        busy = sum(type_share[j] * np.interp(utilisation, UTILISATION_GRID, shape.curves[code].power_w)
+        if not alive[i].any():
+            continue
+        busy = sum(type_share[j] * np.interp(utilisation, UTILISATION_GRID, shape.curves[code].increment_w)
                    for j, code in enumerate(codes))
-        idle = sum(type_share[j] * shape.curves[code].power_w[0] for j, code in enumerate(codes))
-        power += ready[i] * busy + (alive[i] - ready[i]) * idle
-    return latency, power
+        starting = sum(type_share[j] * shape.curves[code].engine_idle_increment_w for j, code in enumerate(codes))
+        increments += ready[i] * busy + (alive[i] - ready[i]) * starting
+    return latency, increments
 
 
 def _lengths(group: _Group, workload: Workload, scale_by_length: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -427,12 +499,20 @@ def _lengths(group: _Group, workload: Workload, scale_by_length: bool) -> tuple[
 
 def _landing_shapes(weights: np.ndarray, alive: np.ndarray, bins: np.ndarray, draw: np.ndarray) -> np.ndarray:
     """Each request's shape, drawn in proportion to ready capacity (the ingress's balancer); while none is
-    ready, the shape with the most replicas starting."""
+    ready, the shape with the most replicas starting.
+
+    Only shapes that ever run and requests in bins where several shapes are ready need a draw; most have
+    one, so the work follows the requests and the shapes used, not every bin of every shape."""
+    used = np.flatnonzero(alive.any(axis=1))
+    weights, alive = weights[used], alive[used]
     at = weights[:, bins]
     total = at.sum(axis=0)
-    drawn = (np.cumsum(at, axis=0) < (draw * total)[None, :]).sum(axis=0)
-    waiting_for = np.argmax(alive[:, bins], axis=0)
-    return np.where(total > 0, np.minimum(drawn, len(weights) - 1), waiting_for)
+    shape_of = np.where(total > 0, np.argmax(at, axis=0), np.argmax(alive[:, bins], axis=0))
+    mixed = np.flatnonzero((at > 0).sum(axis=0) > 1)
+    if mixed.size:
+        drawn = (np.cumsum(at[:, mixed], axis=0) < (draw[mixed] * total[mixed])[None, :]).sum(axis=0)
+        shape_of[mixed] = np.minimum(drawn, len(weights) - 1)
+    return used[shape_of]
 
 
 def _per_curve(
@@ -475,8 +555,10 @@ def _run(
     unsupported: list[str],
     changes: int,
     latency: np.ndarray,
-    power: np.ndarray,
-    equivalents: np.ndarray,
+    increments: np.ndarray,
+    idle_power: np.ndarray,
+    gpus_held: np.ndarray,
+    by_shape: dict[str, np.ndarray],
     pool: DevicePool,
     prices: Prices,
     settings: SimulationSettings,
@@ -484,10 +566,12 @@ def _run(
     finite = np.isfinite(latency)
     departures = workload.arrival_s[finite] + latency[finite]
     last_s = max(workload.duration_s, float(departures.max()) if finite.any() else 0.0)
-    window = max(1, min(len(power), math.ceil(last_s / settings.bin_s)))
+    window = max(1, min(len(increments), math.ceil(last_s / settings.bin_s)))
     charged_s = window * settings.bin_s
-    energy_wh = float(power[:window].sum()) * settings.bin_s / SECONDS_PER_HOUR
-    gpu_hours = float(equivalents[:window].sum()) * settings.bin_s / SECONDS_PER_HOUR
+    power = (increments + idle_power)[:window]
+    energy_wh = float(power.sum()) * settings.bin_s / SECONDS_PER_HOUR
+    idle_energy_wh = float(idle_power[:window].sum()) * settings.bin_s / SECONDS_PER_HOUR
+    gpu_hours = float(gpus_held[:window].sum()) * settings.bin_s / SECONDS_PER_HOUR
     energy_kwh = energy_wh / WH_PER_KWH
     p50, p95, p99 = latency_percentiles(latency)
     served_span = last_s - float(workload.arrival_s[0])
@@ -499,9 +583,10 @@ def _run(
         unsupported_routes=sorted(unsupported),
         charged_s=charged_s,
         energy_wh=energy_wh,
+        idle_energy_wh=idle_energy_wh,
         mean_power_w=energy_wh * SECONDS_PER_HOUR / charged_s,
         gpu_hours=gpu_hours,
-        peak_gpu_equivalents=float(equivalents[:window].max()),
+        peak_gpus=int(gpus_held[:window].max()),
         device_cost_usd=gpu_hours * pool.usd_per_hour,
         energy_cost_usd=energy_kwh * prices.usd_per_kwh,
         co2_g=energy_kwh * prices.gco2_per_kwh,
@@ -509,12 +594,13 @@ def _run(
         p95_s=p95,
         p99_s=p99,
         slo_p95_e2e_s=settings.slo_p95_e2e_s,
-        slo_attainment=window_p95_attainment(
+        slo_window_s=settings.slo_window_s,
+        slo_attainment_requests=float(np.mean(latency <= settings.slo_p95_e2e_s)),
+        slo_attainment_windows=window_p95_attainment(
             workload.arrival_s, latency, settings.slo_window_s, settings.slo_p95_e2e_s
         ),
-        within_slo_share=float(np.mean(latency <= settings.slo_p95_e2e_s)),
         throughput_rps=float(finite.sum()) / served_span if served_span > 0 else math.nan,
         replica_changes=changes,
     )
-    return SimRun(result=result, bin_s=settings.bin_s, power_w=power[:window], gpu_equivalents=equivalents[:window],
-                  latency_s=latency)
+    return SimRun(result=result, bin_s=settings.bin_s, power_w=power, gpus_held=gpus_held[:window],
+                  replicas_by_shape={shape: count[:window] for shape, count in by_shape.items()}, latency_s=latency)

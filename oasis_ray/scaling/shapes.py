@@ -21,6 +21,7 @@ with the other slices.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -38,6 +39,7 @@ MIG_PROFILE_PATTERN = f"^{_MIG_PROFILE}$"
 SHAPE_PATTERN = f"^({FULL_GPU}|{CPU}|{_MIG_PROFILE})$"
 
 
+@functools.cache
 def default_gpu_fraction(shape: str) -> float | None:
     """A MIG profile's leading digit is its share of the GPU's seven compute slices; None for a name that is neither."""
     if shape in WHOLE_UNIT_SHAPES:

@@ -1,0 +1,187 @@
+"""The energy result: the four policies side by side on one trace at one rate, their ratios, and what binds.
+
+For a trace (split round robin over the table's models, since a public
+trace is one service's traffic) at a rate scale, every policy of
+oasis_ray.planning.sim_policies is simulated with the same settings, and
+oasis-joint is compared with static-peak and with the paper's Algorithm 1
+on energy, at its SLO attainment per request and per 5-minute window.
+
+Where a target is missed, `what_ifs` reruns the comparison with one
+constraint lifted at a time and reports how far each moves it:
+
+- start-up delay: replicas serve the moment they are asked for;
+- burst size: the same requests, evenly spaced within each SLO window (the
+  5-minute rate profile kept, the bursts inside it removed);
+- idle power: boards draw nothing when idle (every policy alike);
+- clock floor: oasis-joint runs with every clock the table has, so its floor
+  is the table's lowest clock; what the clock lever is worth is shown by
+  taking it away (oasis-joint at the default clock only): lifting the floor
+  further needs rows below the table's lowest clock.
+
+Each is a what-if on the simulator, not a deployment: it shows which
+constraint holds the result back, and so what would lift it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from oasis_ray.costs.table import CostTable
+from oasis_ray.planning.inventory import DevicePool, Prices
+from oasis_ray.planning.sim_policies import (
+    FixedPolicy,
+    OasisPolicy,
+    SimulationSettings,
+    STATIC_PEAK_HEADROOM,
+    oasis_damped,
+    oasis_joint,
+    paper_algorithm1,
+    static_peak_policy,
+)
+from oasis_ray.planning.sim_workload import Workload
+from oasis_ray.planning.simulator import SimRun, simulate
+
+STATIC_PEAK = "static-peak"
+PAPER = "paper-alg1"
+OASIS = "oasis"
+JOINT = "oasis-joint"
+POLICY_ORDER = (STATIC_PEAK, PAPER, OASIS, JOINT)
+SLO_TARGET = 0.99
+SAVING_VS_STATIC_TARGET = 0.40
+SAVING_VS_PAPER_TARGET = 0.15
+
+
+@dataclass(frozen=True)
+class Targets:
+    slo_attainment: float = SLO_TARGET
+    saving_vs_static: float = SAVING_VS_STATIC_TARGET
+    saving_vs_paper: float = SAVING_VS_PAPER_TARGET
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """Every policy's run on one workload, and oasis-joint's standing against the targets."""
+
+    label: str
+    runs: dict[str, SimRun]
+    policies: dict[str, FixedPolicy | OasisPolicy]
+
+    def energy(self, policy: str) -> float:
+        return self.runs[policy].result.energy_wh
+
+    def saving(self, against: str) -> float:
+        """1 - oasis-joint's energy / the other policy's."""
+        return 1 - self.energy(JOINT) / self.energy(against)
+
+    def keeps_slo(self, policy: str, targets: Targets) -> bool:
+        result = self.runs[policy].result
+        return min(result.slo_attainment_requests, result.slo_attainment_windows) >= targets.slo_attainment
+
+    def misses(self, targets: Targets) -> list[str]:
+        """The targets oasis-joint misses here, in words; empty when it meets them all."""
+        missed = []
+        if not self.keeps_slo(JOINT, targets):
+            result = self.runs[JOINT].result
+            missed.append(f"SLO attainment {result.slo_attainment_requests:.1%} of requests / "
+                          f"{result.slo_attainment_windows:.1%} of windows < {targets.slo_attainment:.0%}")
+        if self.saving(STATIC_PEAK) < targets.saving_vs_static:
+            missed.append(f"saving vs static-peak {self.saving(STATIC_PEAK):.1%} < {targets.saving_vs_static:.0%}")
+        if self.saving(PAPER) < targets.saving_vs_paper:
+            missed.append(f"saving vs paper-alg1 {self.saving(PAPER):.1%} < {targets.saving_vs_paper:.0%}")
+        return missed
+
+
+@dataclass(frozen=True)
+class StudySetup:
+    """What every comparison shares: the table, the pool and prices, the simulation settings and headrooms."""
+
+    table: CostTable
+    pool: DevicePool
+    prices: Prices
+    settings: SimulationSettings
+    headroom: float
+    static_headroom: float = STATIC_PEAK_HEADROOM
+    joint_default_clock_only: bool = False
+
+
+def policies_for(workload: Workload, setup: StudySetup) -> dict[str, FixedPolicy | OasisPolicy]:
+    return {
+        STATIC_PEAK: static_peak_keeping_slo(workload, setup),
+        PAPER: paper_algorithm1(),
+        OASIS: oasis_damped(setup.headroom),
+        JOINT: oasis_joint(setup.headroom, default_clock_only=setup.joint_default_clock_only),
+    }
+
+
+def compare(workload: Workload, setup: StudySetup, label: str) -> Comparison:
+    policies = policies_for(workload, setup)
+    runs = {name: simulate(workload, policy, setup.table, setup.pool, setup.prices, setup.settings)
+            for name, policy in policies.items()}
+    return Comparison(label=label, runs=runs, policies=policies)
+
+
+def static_peak_keeping_slo(
+    workload: Workload, setup: StudySetup, targets: Targets = Targets(), max_extra: int = 8
+) -> FixedPolicy:
+    """Static-peak as a user would deploy it: sized for the busiest rate window, then one more GPU per model at
+    a time until its simulated run keeps the SLO (both measures), or another GPU no longer helps.
+
+    The peak-window sizing counts MSRRs, which hold for profiled requests at a steady rate; bursts inside a
+    window and longer requests can still miss, and a static deployment is only worth comparing with when it
+    keeps the SLO. Where no number of GPUs does (a latency floor the table sets), the last size that still
+    helped is kept and its attainment is what the comparison prints.
+    """
+    policy = static_peak_policy(workload, setup.table, setup.pool, setup.settings, setup.static_headroom)
+
+    def attainment(candidate: FixedPolicy) -> float:
+        result = simulate(workload, candidate, setup.table, setup.pool, setup.prices, setup.settings).result
+        return min(result.slo_attainment_requests, result.slo_attainment_windows)
+
+    reached = attainment(policy)
+    for _ in range(max_extra):
+        if reached >= targets.slo_attainment:
+            break
+        bigger = policy.model_copy(update={"groups": tuple(
+            group.model_copy(update={"replicas": group.replicas + 1}) for group in policy.groups)})
+        better = attainment(bigger)
+        if better <= reached:
+            break
+        policy, reached = bigger, better
+    return policy
+
+
+@dataclass(frozen=True, eq=False)
+class WhatIf:
+    """One constraint lifted: the comparison it gives, next to the one it moves."""
+
+    constraint: str
+    change: str
+    comparison: Comparison
+
+
+def what_ifs(workload: Workload, setup: StudySetup) -> list[WhatIf]:
+    """The comparison rerun with each constraint lifted in turn (see the module docstring)."""
+    lifted: list[tuple[str, str, Workload, StudySetup]] = [
+        ("start-up delay", f"start-up {setup.settings.startup_s:g} s -> 0 s", workload,
+         replace(setup, settings=setup.settings.model_copy(update={"startup_s": 0.0}))),
+        ("burst size", f"arrivals evenly spaced within each {setup.settings.slo_window_s:g} s window",
+         without_bursts(workload, setup.settings.slo_window_s), setup),
+        ("idle power", f"board idle {setup.pool.idle_power_w or math.nan:.1f} W -> 0 W for every policy", workload,
+         replace(setup, settings=setup.settings.model_copy(update={"board_idle_charged": False}))),
+    ]
+    lifted.append(("clock lever", "oasis-joint at the default clock only (the clock choice taken away)", workload,
+                   replace(setup, joint_default_clock_only=True)))
+    return [WhatIf(constraint, change, compare(load, changed, f"{constraint} lifted"))
+            for constraint, change, load, changed in lifted]
+
+
+def without_bursts(workload: Workload, window_s: float) -> Workload:
+    """The same requests, in the same order, spread evenly over each window they arrived in."""
+    window = np.floor(workload.arrival_s / window_s).astype(np.int64)
+    _, starts, counts = np.unique(window, return_index=True, return_counts=True)
+    position = np.arange(len(window)) - np.repeat(starts, counts)
+    spread = window * window_s + (position + 0.5) * window_s / np.repeat(counts, counts)
+    return replace(workload, name=f"{workload.name} (bursts spread)", arrival_s=spread)
