@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
                             help=f"comma-separated, from {', '.join(POLICY_NAMES)}")
     simulating.add_argument("--headroom", type=float, default=SIMULATION_HEADROOM,
                             help=f"oasis's and oasis-joint's headroom (default {SIMULATION_HEADROOM:g}: target utilisation "
-                                 f"{1 / (1 + SIMULATION_HEADROOM):.0%} of MSRR; the live default is 0.1)")
+                                 f"{1 / (1 + SIMULATION_HEADROOM):.0%}% of MSRR; the live default is 0.1)")
     simulating.add_argument("--static-headroom", type=float, default=STATIC_PEAK_HEADROOM,
                             help=f"static-peak's headroom over its busiest window (default {STATIC_PEAK_HEADROOM:g})")
     simulating.add_argument("--routes", choices=tuple(GROUPINGS),
