@@ -89,12 +89,7 @@ def local_cluster(
 ) -> Iterator[LocalCluster]:
     """Start the head node, yield once it accepts drivers, stop it (and only it) on exit."""
     ensure_machine_token()
-    # Short: Ray's socket paths have a limit. The cluster's processes get RAY_TMPDIR=<own dir>, so Ray's
-    # default temp dir (<RAY_TMPDIR>/ray) is the cluster's own: Ray's job supervisor finds the address it hands
-    # a job's driver there (in ray_current_cluster), and would otherwise read /tmp/ray's, another cluster's.
-    own_dir = Path(tempfile.mkdtemp(prefix="oasis-ray-", dir="/tmp"))
-    temp_dir = own_dir / "ray"
-    temp_dir.mkdir()
+    temp_dir = Path(tempfile.mkdtemp(prefix="oasis-ray-", dir="/tmp"))  # short: Ray's socket paths have a limit
     gcs_port, dashboard_port = free_port(), free_port()
     command = [
         str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
@@ -108,7 +103,6 @@ def local_cluster(
     if resources:
         command.append(f"--resources={json.dumps(resources)}")
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    env["RAY_TMPDIR"] = str(own_dir)
     log = temp_dir / "ray_start.log"
     with log.open("w") as log_file:
         head = subprocess.Popen(
@@ -138,7 +132,7 @@ def local_cluster(
         if keep_logs:
             print(f"kept the failed test cluster's logs in {temp_dir}/session_latest/logs", file=sys.stderr)
         else:
-            shutil.rmtree(own_dir, ignore_errors=True)
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _stop_with_parent() -> None:
