@@ -6,10 +6,7 @@ pointing at it, and no RAY_AUTH_* variables, then starts a cluster the way
 the session fixture does, connects, and submits a job. If the helper attached
 to whatever cluster the environment names, the child would see the session's
 resources; if it left the dashboard agent on its fixed port, the job could not
-be submitted while the session's cluster runs. Which cluster the job's own
-driver then attaches to is Ray's job supervisor's choice (with two clusters on
-one machine it may pick the other one), so the job is only checked to have been
-taken and run by the helper's cluster's job agent.
+be submitted while the session's cluster runs.
 """
 
 from __future__ import annotations
@@ -40,7 +37,7 @@ with local_cluster(num_cpus=1, resources={{"{PROBE_RESOURCE}": 1}}, dashboard=Tr
     client = job_client(cluster.dashboard_url)
     job = submit_when_agent_ready(
         client,
-        entrypoint="echo job-ran-here",
+        entrypoint=f"{{sys.executable}} -c 'import ray; ray.init(); print(sorted(ray.cluster_resources()))'",
     )
     while (status := client.get_job_status(job)) not in {{JobStatus.SUCCEEDED, JobStatus.FAILED}}:
         time.sleep(1)
@@ -61,5 +58,5 @@ def test_the_helper_starts_its_own_cluster_beside_a_running_one(ray_cluster: Loc
     result = json.loads(probe.stdout.strip().splitlines()[-1])
     assert PROBE_RESOURCE in result["driver_saw"] and MIG_STANDIN_RESOURCE not in result["driver_saw"]
     assert result["job"] == "SUCCEEDED", result["job_log"][-4000:]
-    assert "job-ran-here" in result["job_log"]
+    assert f"'{PROBE_RESOURCE}'" in result["job_log"]
     assert PROBE_RESOURCE not in ray.cluster_resources()
