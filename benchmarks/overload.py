@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import yaml
+from fixed_app import default_args_without_autoscaling, free_port
 
 APP, STOCK_APP, STOCK_PREFIX = "oasis", "stock-openai-ingress", "/stock"
 PROMPT = [300] * 16
@@ -43,20 +41,6 @@ class Outcomes:
 
     def goodput(self) -> float:
         return len(self.served_s) / self.wall_s if self.wall_s else 0.0
-
-
-def _serve_args() -> dict:
-    """The default app's args without autoscaling: one replica per route while the apps are compared."""
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "serve_config.yaml").read_text())
-    args = config["applications"][0]["args"]
-    args.pop("autoscaling", None)
-    return args
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def _burst(url: str, model_id: str, size: int, max_tokens: int, outcomes: Outcomes) -> None:
@@ -133,10 +117,10 @@ def main() -> None:
     from deployments.app import build_app
     from oasis_ray.config import parse_config
 
-    config = parse_config(_serve_args())
+    config = parse_config(default_args_without_autoscaling())
     route = config.route(config.models[0].model_id, "short-output")
     burst = cli.burst_factor * route.max_queued_requests
-    port = _free_port()
+    port = free_port()
     ray.init(runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}, include_dashboard=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

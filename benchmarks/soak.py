@@ -22,13 +22,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
-import yaml
+from fixed_app import default_args_without_autoscaling, free_port
 
 APP = "oasis"
 TOKEN = 300
@@ -46,20 +44,6 @@ def _shapes(tau: int) -> list[Shape]:
     small_in, large_in, small_out, large_out = 16, tau + 100, 16, tau + 20
     return [Shape("SISO", small_in, small_out), Shape("LISO", large_in, small_out),
             Shape("SILO", small_in, large_out), Shape("LILO", large_in, large_out)]
-
-
-def _serve_args() -> dict:
-    """The default app's args without autoscaling, so the replicas measured at the start are those at the end."""
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "serve_config.yaml").read_text())
-    args = config["applications"][0]["args"]
-    args.pop("autoscaling", None)
-    return args
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _processes(app: str) -> dict[str, int]:
@@ -168,9 +152,9 @@ def main() -> None:
     from deployments.app import build_app
     from oasis_ray.config import parse_config
 
-    config = parse_config(_serve_args())
+    config = parse_config(default_args_without_autoscaling())
     model = config.models[0]
-    port = _free_port()
+    port = free_port()
     warmup_s = min(60.0, cli.duration_s / 10)
     ray.init(runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}, include_dashboard=False)
     try:
