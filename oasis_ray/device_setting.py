@@ -3,7 +3,9 @@
 One small type shared by the config (a route's setting), the cost table's
 reader (the setting a row was measured at), the scaling core (the setting it
 plans for) and the per-node keeper that applies it through NVML, so the same
-two numbers travel from the table to the GPU without being re-spelt.
+two numbers travel from the table to the GPU without being re-spelt. A lease's
+status (what the keeper did on each GPU) is here too, since the status view
+shows it without depending on the keeper.
 """
 
 from __future__ import annotations
@@ -39,3 +41,43 @@ class DeviceSetting(BaseModel):
 
 
 DEFAULT_SETTING = DeviceSetting()
+
+
+DeviceStateName = Literal["set", "default", "advisory", "refused", "unavailable", "shared"]
+
+
+class DeviceState(BaseModel):
+    """One GPU of a lease: what was done to it, and why where nothing was."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu: str | None = Field(description="The GPU's label (index, name, UUID); None where there is none.")
+    state: DeviceStateName
+    note: str | None = None
+
+
+class LeaseStatus(BaseModel):
+    """A lease as logs and the status view show it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    holder: str
+    app: str
+    route: str
+    shape: str
+    mode: Literal["apply", "advisory"]
+    setting: DeviceSetting
+    devices: tuple[DeviceState, ...]
+
+    def lines(self) -> list[str]:
+        """One line per GPU: what is (or would be) set, where, and why not."""
+        head = f"route={self.route} shape={self.shape} replica={self.holder[:12]} mode={self.mode}"
+        verb = "would set" if self.mode == "advisory" else "set"
+        return [
+            f"{head} {verb} {self.setting.describe()} on {device.gpu or 'no GPU'}: {device.state}"
+            + (f" ({device.note})" if device.note else "")
+            for device in self.devices
+        ]
+
+    def line(self) -> str:
+        return "; ".join(self.lines())

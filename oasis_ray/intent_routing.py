@@ -9,7 +9,7 @@ starts, stops or moves a replica; the autoscaler keeps sizing every route by
 its own traffic.
 
 Targets are ranked by the same objective the deployment choice uses
-(oasis_ray.costs.config_choice.objective_key), on the table's figures for the
+(oasis_ray.intents.objective_key), on the table's figures for the
 request's query type at each target's configuration and shape (energy at
 the MSRR load the autoscaler keeps replicas at, latency unloaded). A target whose figure the intent needs
 is unknown (no power measured, no row for the type) is no candidate; when no
@@ -25,8 +25,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from oasis_ray.api import OasisRequestError
-from oasis_ray.costs.config_choice import objective_key
-from oasis_ray.intents import INTENT_HEADER, Intent
+from oasis_ray.intents import INTENT_HEADER, Intent, objective_key
 from oasis_ray.query_types import QueryType
 
 

@@ -12,8 +12,9 @@ Every choice ranks rows by an objective, the intent's (oasis_ray.intents):
 - min-cost: GPU-seconds per request (the shape's share of a GPU over the
   MSRR), i.e. the highest MSRR per GPU; ties to less energy.
 
-`objective_key` is the one place these are written; the per-request choice
-among running targets (oasis_ray.intent_routing) ranks by it too.
+The objectives are written once, in oasis_ray.intents (objective_columns);
+the per-request choice among running targets (oasis_ray.intent_routing) ranks
+by them too.
 
 Four ways to choose, and every plan says which it used:
 
@@ -40,14 +41,13 @@ Four ways to choose, and every plan says which it used:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from oasis_ray.device_setting import DeviceSetting
-from oasis_ray.intents import Intent
+from oasis_ray.intents import Intent, objective_columns
 
 ConfigChoice = Literal["baseline", "one-at-a-time", "joint"]
 # Candidates' clock (and power limit) for rows measured at the GPU's default (unlocked) clocks (and limit).
@@ -100,61 +100,6 @@ class Candidates:
     energy_per_request_j: np.ndarray
     p95_unloaded_s: np.ndarray | None = None
     """P95 end-to-end latency at the lowest measured load; None where the caller has none (only min-latency needs it)."""
-
-
-def objective_columns(
-    intent: Intent, *, msrr_rps: np.ndarray, energy_per_request_j: np.ndarray, p95_unloaded_s: np.ndarray | None,
-    gpu_fraction: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the intent's figure and the tie-breaker; smaller is better. Unknown figures (NaN) rank last, never as 0.
-
-    The intent's own figure is compared to SIGNIFICANT_FIGURES: closer than
-    that, two measurements are the same within their noise, and the second
-    figure decides. Vectorised, since a plan ranks every measured
-    configuration of thousands of routes.
-    """
-    energy = _known(energy_per_request_j)
-    with np.errstate(divide="ignore"):
-        gpu_seconds = np.where(msrr_rps > 0, gpu_fraction / np.where(msrr_rps > 0, msrr_rps, 1.0), np.inf)
-    if intent is Intent.MIN_ENERGY:
-        return _significant(energy), gpu_seconds
-    if intent is Intent.MIN_LATENCY:
-        if p95_unloaded_s is None:
-            raise ValueError("p95_unloaded_s: min-latency needs each candidate's P95")
-        return _significant(_known(p95_unloaded_s)), gpu_seconds
-    if intent is Intent.MIN_COST:
-        return _significant(gpu_seconds), energy
-    raise ValueError("intent: 'slo' keeps the configured configuration; it has no objective to rank by")
-
-
-def objective_key(
-    intent: Intent, *, msrr_rps: float, energy_per_request_j: float | None, p95_unloaded_s: float | None,
-    gpu_fraction: float = 1.0,
-) -> tuple[float, float]:
-    """One row's (figure, tie-breaker) as objective_columns ranks it; None is unknown."""
-
-    def one(value: float | None) -> np.ndarray:
-        return np.array([math.nan if value is None else value], dtype=float)
-
-    primary, secondary = objective_columns(intent, msrr_rps=one(msrr_rps), energy_per_request_j=one(energy_per_request_j),
-                                           p95_unloaded_s=one(p95_unloaded_s), gpu_fraction=gpu_fraction)
-    return float(primary[0]), float(secondary[0])
-
-
-# A measured figure's resolution: 3 significant figures is a millisecond in a second, 0.1% of a rate.
-SIGNIFICANT_FIGURES = 3
-
-
-def _significant(values: np.ndarray) -> np.ndarray:
-    """Each value rounded to SIGNIFICANT_FIGURES (infinities and zero as they are)."""
-    rounded = np.isfinite(values) & (values != 0)
-    magnitude = np.abs(np.where(rounded, values, 1.0))
-    scale = 10.0 ** (np.floor(np.log10(magnitude)) - (SIGNIFICANT_FIGURES - 1))
-    return np.where(rounded, np.round(values / scale) * scale, values)
-
-
-def _known(values: np.ndarray) -> np.ndarray:
-    return np.where(np.isfinite(values), values, np.inf)
 
 
 def choose_configuration(candidates: Candidates, selection: Selection, intent: Intent = Intent.MIN_ENERGY) -> int | None:

@@ -27,7 +27,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from oasis_ray.device_setting import ClockControl, DeviceSetting
-from oasis_ray.gpu_control.keeper import RENEW_PERIOD_S, LeaseRequest, LeaseStatus
+from oasis_ray.device_setting import LeaseStatus
+from oasis_ray.gpu_control.keeper import RENEW_PERIOD_S, LeaseRequest
 
 logger = logging.getLogger("ray.serve")
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import pynvml
 from pydantic import BaseModel, ConfigDict, Field
 
-from oasis_ray.device_setting import DeviceSetting
+from oasis_ray.device_setting import DeviceSetting, DeviceState, LeaseStatus
 from oasis_ray.gpu_control import nvml_settings
 from oasis_ray.gpu_control.devices import DeviceTarget, resolve_visible
 from oasis_ray.gpu_control.nvml_settings import Undo
@@ -44,7 +44,6 @@ logger = logging.getLogger("ray.serve")
 RENEW_PERIOD_S = 2.0
 LEASE_TTL_S = 15.0
 
-DeviceStateName = Literal["set", "default", "advisory", "refused", "unavailable", "shared"]
 
 
 class LeaseRequest(BaseModel):
@@ -60,43 +59,6 @@ class LeaseRequest(BaseModel):
     setting: DeviceSetting
     visible_ids: tuple[str, ...] = Field(description="The GPUs Ray gave the replica on this node, as CUDA sees them.")
     no_gpu_reason: str | None = Field(None, description="Why the replica holds no GPU here (a CPU replica).")
-
-
-class DeviceState(BaseModel):
-    """One GPU of a lease: what was done to it, and why where nothing was."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gpu: str | None = Field(description="The GPU's label (index, name, UUID); None where there is none.")
-    state: DeviceStateName
-    note: str | None = None
-
-
-class LeaseStatus(BaseModel):
-    """A lease as logs and the status view show it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    holder: str
-    app: str
-    route: str
-    shape: str
-    mode: Literal["apply", "advisory"]
-    setting: DeviceSetting
-    devices: tuple[DeviceState, ...]
-
-    def lines(self) -> list[str]:
-        """One line per GPU: what is (or would be) set, where, and why not."""
-        head = f"route={self.route} shape={self.shape} replica={self.holder[:12]} mode={self.mode}"
-        verb = "would set" if self.mode == "advisory" else "set"
-        return [
-            f"{head} {verb} {self.setting.describe()} on {device.gpu or 'no GPU'}: {device.state}"
-            + (f" ({device.note})" if device.note else "")
-            for device in self.devices
-        ]
-
-    def line(self) -> str:
-        return "; ".join(self.lines())
 
 
 @dataclass

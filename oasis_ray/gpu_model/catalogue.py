@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict
 
 from oasis_ray.gpu_model.hardware import device
 from oasis_ray.gpu_model.params import GpuModelParams
-from oasis_ray.planning.inventory import DevicePool, Inventory, Prices
 
 PLACEHOLDER_USD_PER_GPU_HOUR = {"A100-SXM4-80GB": 1.80, "A100-SXM4-40GB": 1.40, "A100X-80GB": 1.80, "H100-SXM": 3.00}
 PLACEHOLDER_USD_PER_KWH = 0.12  # OASIS Table 9's electricity price
@@ -45,14 +44,3 @@ def catalogue(params: GpuModelParams) -> dict[str, CatalogueEntry]:
             usd_per_hour=PLACEHOLDER_USD_PER_GPU_HOUR[name], price_note=PRICE_NOTE,
         )
     return entries
-
-
-def inventory(params: GpuModelParams, device_name: str, gpus: int) -> Inventory:
-    """A pool of `gpus` boards of one kind, at the fitted idle power and the placeholder prices."""
-    entry = catalogue(params)[device_name]
-    pool = DevicePool(
-        name=entry.name, accelerator_type=entry.accelerator_type, count=gpus, mig_geometry=entry.mig_geometry,
-        usd_per_hour=entry.usd_per_hour, idle_power_w=entry.idle_power_w,
-    )
-    return Inventory(pools=(pool,), prices=Prices(usd_per_kwh=PLACEHOLDER_USD_PER_KWH,
-                                                  gco2_per_kwh=PLACEHOLDER_GCO2_PER_KWH))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from oasis_ray.planning.mig_placement import MIG_GEOMETRIES, COMPUTE_SLICES, MEMORY_SLICES
+from oasis_ray.mig_geometry import COMPUTE_SLICES, MEMORY_SLICES, MIG_GEOMETRIES
 
 DATA_DIR = Path(__file__).parent / "data"
 BYTES_PER_PARAM = 2  # bf16

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oasis_ray.costs.table import Hardware
-from oasis_ray.planning.mig_placement import COMPUTE_SLICES, MIG_GEOMETRIES, MigGeometryName
+from oasis_ray.mig_geometry import COMPUTE_SLICES, MIG_GEOMETRIES, MigGeometryName
 from oasis_ray.scaling.shapes import CPU, FULL_GPU
 
 

@@ -12,10 +12,10 @@ the inventory are placeholders; idle power is the fit's
 
 from __future__ import annotations
 
-from oasis_ray.gpu_model.catalogue import inventory
+from oasis_ray.gpu_model.catalogue import PLACEHOLDER_GCO2_PER_KWH, PLACEHOLDER_USD_PER_KWH, catalogue
 from oasis_ray.gpu_model.paper_table import GRID_MODELS, PAPER_RUN_ID, PAPER_SLO_P95_E2E_S, committed_paper_table
 from oasis_ray.gpu_model.params import committed_params
-from oasis_ray.planning.inventory import Inventory
+from oasis_ray.planning.inventory import DevicePool, Inventory, Prices
 from oasis_ray.profiling.hct import HardwareCostTable
 
 PAPER_DEVICE = "A100-SXM4-80GB"
@@ -30,5 +30,11 @@ def paper_hct() -> HardwareCostTable:
 
 
 def paper_inventory(gpus: int = 8, device_name: str = PAPER_DEVICE) -> Inventory:
-    """A pool of MIG-capable GPUs at the fitted idle power and placeholder prices."""
-    return inventory(committed_params(), device_name, gpus)
+    """A pool of `gpus` MIG-capable boards of one kind at the fitted idle power and placeholder prices."""
+    entry = catalogue(committed_params())[device_name]
+    pool = DevicePool(
+        name=entry.name, accelerator_type=entry.accelerator_type, count=gpus, mig_geometry=entry.mig_geometry,
+        usd_per_hour=entry.usd_per_hour, idle_power_w=entry.idle_power_w,
+    )
+    return Inventory(pools=(pool,), prices=Prices(usd_per_kwh=PLACEHOLDER_USD_PER_KWH,
+                                                  gco2_per_kwh=PLACEHOLDER_GCO2_PER_KWH))

@@ -35,7 +35,8 @@ from oasis_ray.costs.config_choice import ConfigChoice, Selection
 from oasis_ray.costs.table import CostTable, ShapeChoice, route_name
 from oasis_ray.intents import Intent
 from oasis_ray.planning.inventory import DevicePool, Inventory
-from oasis_ray.planning.mig_placement import GpuPacker, mig_profile
+from oasis_ray.mig_geometry import mig_profile
+from oasis_ray.planning.mig_placement import GpuPacker
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.allocation import algorithm1, gpus_required
 from oasis_ray.scaling.settings import ScalingConfig

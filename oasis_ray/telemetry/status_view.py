@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
 
 from oasis_ray.device_setting import ClockControl
-from oasis_ray.gpu_control.keeper import LeaseStatus
+from oasis_ray.device_setting import LeaseStatus
 from oasis_ray.telemetry.gpu_sampler import UNAVAILABLE
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.record import ScalingRecord, running_replicas
