@@ -21,7 +21,7 @@ from collections import deque
 from autoscaling.decision_board import find_board
 from deployments.gpu_keeper import find_keepers
 from deployments.gpu_sampling import start_node_samplers
-from oasis_ray.gpu_control.keeper import LeaseStatus
+from oasis_ray.device_setting import LeaseStatus
 from deployments.running_replicas import RunningReplicas
 from oasis_ray.scaling.record import ScalingRecord
 from oasis_ray.telemetry.gpu_sampler import EnergyInterval, unavailable

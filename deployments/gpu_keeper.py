@@ -20,7 +20,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from autoscaling.decision_board import NAMESPACE
 from oasis_ray.device_setting import DeviceSetting
-from oasis_ray.gpu_control.keeper import LeaseRequest, LeaseStatus, SettingsKeeper
+from oasis_ray.device_setting import LeaseStatus
+from oasis_ray.gpu_control.keeper import LeaseRequest, SettingsKeeper
 
 KEEPER_PREFIX = "oasis-gpu-keeper:"
 EXPIRY_CHECK_S = 1.0

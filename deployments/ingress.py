@@ -287,7 +287,6 @@ class OasisIngress(OpenAiIngress):
         if self._intent_targets is None:
             raise OasisRequestError(400, f"{intent_field}: '{intent.value}' needs the app's cost table "
                                          "(hct_path), and this app has none", param=intent_field)
-        self._running.refresh_soon()
         running = {route.name: self._running.counts(route.key) for route in self._config.routes
                    if route.model == decision.model_id}
         target = self._intent_targets.choose(
@@ -501,7 +500,7 @@ class OasisIngress(OpenAiIngress):
             finish_reason=choice.finish_reason,
             query_type=decision.query_type,
             route=decision.route,
-            shape=shape,
+            shape=dispatched.shape,
             intent=decision.intent,
             input_tokens=first.usage.prompt_tokens,
             output_tokens=first.usage.completion_tokens,

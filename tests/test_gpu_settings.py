@@ -19,7 +19,8 @@ import pytest
 from oasis_ray.device_setting import DeviceSetting
 from oasis_ray.gpu_control.devices import resolve_visible
 from oasis_ray.gpu_control.holder import LeaseHolder
-from oasis_ray.gpu_control.keeper import LeaseRequest, LeaseStatus, SettingsKeeper
+from oasis_ray.device_setting import LeaseStatus
+from oasis_ray.gpu_control.keeper import LeaseRequest, SettingsKeeper
 from oasis_ray.telemetry.nvml import NvmlReader
 from tests.fake_nvml import DEFAULT_POWER_LIMIT_MW, FakeGpu, FakeNvmlForUnitTests, mig_slice
 

@@ -10,7 +10,7 @@ from ray import serve
 
 from oasis_ray.config import INGRESS_DEPLOYMENT
 from oasis_ray.device_setting import DeviceSetting
-from oasis_ray.gpu_control.keeper import LeaseStatus
+from oasis_ray.device_setting import LeaseStatus
 from tests.conftest import API_KEY, APP_NAME, MODEL_ID, SHORT_ROUTE_GPU_SETTING
 
 ROUTE = f"{MODEL_ID}/short-output"

@@ -82,8 +82,9 @@ class StreamEnd:
 async def _stream(client: httpx.AsyncClient, base: str, body: dict, first_token: asyncio.Event | None = None,
                   error_event: asyncio.Event | None = None) -> StreamEnd:
     end = StreamEnd(tokens=0, finish_reason=None, error=None, done=False)
-    async with client.stream("POST", f"{base}/v1/completions", json={**body, "stream": True},
-                             headers=HEADERS) as response:
+    # The final usage chunk counts tokens: Ray Serve LLM may merge several tokens into one event.
+    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    async with client.stream("POST", f"{base}/v1/completions", json=streamed, headers=HEADERS) as response:
         assert response.status_code == 200, await response.aread()
         async for line in response.aiter_lines():
             if not line.startswith("data: "):
@@ -96,8 +97,9 @@ async def _stream(client: httpx.AsyncClient, base: str, body: dict, first_token:
                 end.error = event["error"]
                 if error_event is not None:
                     error_event.set()
+            if event.get("usage"):
+                end.tokens = event["usage"]["completion_tokens"]
             for choice in event.get("choices") or []:
-                end.tokens += 1
                 if first_token is not None:
                     first_token.set()
                 end.finish_reason = choice.get("finish_reason") or end.finish_reason

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from oasis_ray.device_setting import DeviceSetting
-from oasis_ray.gpu_control.keeper import DeviceState, LeaseStatus
+from oasis_ray.device_setting import DeviceState, LeaseStatus
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.record import ScalingRecord
 from oasis_ray.telemetry.status_view import GpuStatus, QueryTypeStatus, RouteStatus, StatusSnapshot, render_status

@@ -22,7 +22,7 @@ import time
 
 import httpx
 
-from oasis_ray.profiling.clock_control import ClockLock
+from oasis_ray.profiling.clock_control import ClockLock, PowerCap
 from oasis_ray.profiling.hct import HardwareCostTable
 from oasis_ray.profiling.loadgen import SendRequest, prompt_token_ids, run_closed_loop
 from oasis_ray.profiling.measurement import EngineIdlePower, LoadPoint, PowerReading, RequestRecord, summarize_level
@@ -83,6 +83,7 @@ def _profile_trial(
         run_id=run_id,
         result=result,
         clock=ClockLock(requested_mhz=None, locked=False, observed_sm_mhz=None, note=None),
+        cap=PowerCap(requested_w=None, set=False, note=None),
         device=DeviceInfo(device_name=None, driver_version=None, power_note=ENDPOINT_POWER_NOTE),
         engine_idle=EngineIdlePower(watts=math.nan, note=ENDPOINT_POWER_NOTE),
         engine_start_s=math.nan,
