@@ -12,6 +12,10 @@ address, which never reads RAY_ADDRESS or the machine's address file.
 Terminating the child stops every process of this cluster and no other;
 `ray stop` would stop them all.
 
+More nodes join with `worker_node` (`ray start --address=<gcs> --block`, its
+own ports, CPUs and custom resources), each in a process group of its own,
+so a test can stop exactly that node, gracefully or as a lost machine.
+
 Authentication is Ray's default for a new local cluster: token mode with the
 machine's token (~/.ray/auth_token, generated here if missing; `ray start`
 turns token mode on when it finds one), so a client that finds the token the
@@ -20,6 +24,7 @@ way a user's does (the `oasis` command) is tested for real.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -133,6 +138,92 @@ def local_cluster(
             print(f"kept the failed test cluster's logs in {temp_dir}/session_latest/logs", file=sys.stderr)
         else:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class WorkerNode:
+    """One worker node of a LocalCluster: its `ray start --block` process, leader of its own process group."""
+
+    name: str
+    node_id: str
+    """Ray's node id (hex), as `ray.nodes()`, the state API and `get_runtime_context().get_node_id()` give it."""
+    process: subprocess.Popen
+    log: Path
+
+    def stop(self, *, lose: bool = False) -> None:
+        """Stop this node and no other: SIGTERM lets Ray shut it down; `lose` SIGKILLs it as a machine lost at once.
+
+        The signal goes to the node's process group and to every process under its
+        `ray start` (raylet, workers, their engine processes), some of which may have
+        left the group; nothing of another node descends from it.
+        """
+        if self.process.poll() is not None:
+            return
+        import psutil
+
+        descendants = psutil.Process(self.process.pid).children(recursive=True)
+        sig = signal.SIGKILL if lose else signal.SIGTERM
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        if lose:
+            for process in descendants:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+        try:
+            self.process.wait(timeout=STOP_LIMIT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        psutil.wait_procs(descendants, timeout=STOP_LIMIT_S)
+
+
+@contextmanager
+def worker_node(
+    cluster: LocalCluster, *, name: str, num_cpus: int, resources: dict[str, float] | None = None,
+    object_store_mb: int = 256,
+) -> Iterator[WorkerNode]:
+    """Add a node to `cluster`, yield once Ray lists it alive, stop it (if the test has not) on exit.
+
+    Needs this process connected to the cluster (`connect`): the node's id is read from Ray.
+    Every port with a fixed default gets a free one (the dashboard agent's 52365 would clash
+    with the head's); the object store is kept small, as several nodes share one machine's memory.
+    """
+    import ray
+
+    command = [
+        str(Path(sys.executable).with_name("ray")), "start", f"--address={cluster.address}", "--block",
+        "--node-ip-address=127.0.0.1", f"--node-name={name}", f"--temp-dir={cluster.temp_dir}",
+        f"--num-cpus={num_cpus}", f"--dashboard-agent-listen-port={free_port()}",
+        f"--object-store-memory={object_store_mb * 1024 * 1024}", "--disable-usage-stats",
+    ]
+    if resources:
+        command.append(f"--resources={json.dumps(resources)}")
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    log = cluster.temp_dir / f"ray_start_{name}.log"
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=_stop_with_parent,
+            start_new_session=True,
+        )
+    node: WorkerNode | None = None
+    try:
+        deadline = time.monotonic() + START_LIMIT_S
+        while node is None:
+            alive = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n.get("NodeName") == name]
+            if alive:
+                node = WorkerNode(name=name, node_id=alive[0], process=process, log=log)
+            elif process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"worker node {name} did not join (exit {process.poll()}):\n{log.read_text()[-4000:]}")
+            else:
+                time.sleep(0.5)
+        yield node
+    finally:
+        if node is not None:
+            node.stop()
+        elif process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _stop_with_parent() -> None:
