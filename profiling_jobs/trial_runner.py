@@ -72,10 +72,13 @@ class TrialRunner:
         return self.engine_start_s
 
     def placed_on(self) -> str:
-        """The IP of the node Ray placed this actor on; answers as soon as the actor exists."""
+        """The node Ray placed this actor on, by IP and id; answers as soon as the actor exists.
+
+        The id tells nodes apart where several share an IP (a multi-node cluster on one machine).
+        """
         import ray
 
-        return ray.util.get_node_ip_address()
+        return f"{ray.util.get_node_ip_address()} (node {ray.get_runtime_context().get_node_id()})"
 
     def _open_probe(self) -> PowerProbe:
         if isinstance(self._config.hardware, CpuTarget):

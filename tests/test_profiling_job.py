@@ -242,7 +242,7 @@ def test_job_log_shows_progress_current_trial_and_eta(sweep_runs: SweepRuns) -> 
         sweep_runs.first_logs[-5000:]
     )
     # The node's IP as Ray reports it (the machine's own address, whatever the head was started with).
-    placed = r"^\[sweep\] placed on [0-9a-f.:]+, starting engine: oasis-tiny-llama \| cpu x1"
+    placed = r"^\[sweep\] placed on [0-9a-f.:]+ \(node [0-9a-f]+\), starting engine: oasis-tiny-llama \| cpu x1"
     assert re.search(placed, sweep_runs.first_logs, re.MULTILINE), sweep_runs.first_logs[-5000:]
 
 

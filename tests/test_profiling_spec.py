@@ -224,6 +224,18 @@ def test_each_trial_asks_ray_for_exactly_its_device() -> None:
     }
 
 
+def test_a_cpu_target_can_hold_the_custom_resource_of_a_kind_of_node() -> None:
+    """How a CPU node stands in for a MIG node in the multi-node test: the trial asks for the node's resource."""
+    standin = CpuTarget(kind="cpu", num_cpus=0.5, custom_resources={"MIG-1g.10gb": 1})
+    assert trial_resources(standin) == {"num_cpus": 0.5, "num_gpus": 0, "resources": {"MIG-1g.10gb": 1}}
+    assert standin.label() == "cpu x0.5 +MIG-1g.10gb"
+    plain, held = (expand_trials(parse_spec(raw_spec(hardware=[{"kind": "cpu", **extra}])))[0].trial_id
+                   for extra in ({}, {"custom_resources": {"MIG-1g.10gb": 1}}))
+    assert plain != held
+    assert "hardware[0].custom_resources.MIG-1g.10gb: Input should be greater than 0" in spec_error(
+        raw_spec(hardware=[{"kind": "cpu", "custom_resources": {"MIG-1g.10gb": 0}}]))
+
+
 def test_power_limits_and_tensor_parallelism_are_knobs_of_a_gpu_target() -> None:
     gpu = {"kind": "gpu", "clocks_mhz": [1410, 990], "power_limits_w": [400, 250], "tensor_parallel_sizes": [1, 2]}
     configs = [config for config, _ in

@@ -68,12 +68,13 @@ class EngineConfig(_Frozen):
 
     def identity_json(self) -> str:
         """The JSON a trial id hashes: the knobs added after version 1 of the sweep (power limit, tensor
-        parallelism) are left out at their defaults, so trials measured before they existed keep their ids."""
+        parallelism, a CPU target's custom resources) are left out at their defaults, so trials measured
+        before they existed keep their ids."""
         dump = self.model_dump(mode="json")
         for key, default in (("power_limit_w", None), ("tensor_parallel_size", 1)):
             if dump[key] == default:
                 del dump[key]
-        for key, default in (("power_limits_w", []), ("tensor_parallel_sizes", [1])):
+        for key, default in (("power_limits_w", []), ("tensor_parallel_sizes", [1]), ("custom_resources", {})):
             if dump["hardware"].get(key, default) == default:
                 dump["hardware"].pop(key, None)
         return json.dumps(dump, separators=(",", ":"), ensure_ascii=False)
@@ -178,4 +179,5 @@ def trial_resources(hardware: HardwareTarget, tensor_parallel_size: int = 1) -> 
         return options
     if isinstance(hardware, MigTarget):
         return {"num_cpus": hardware.num_cpus, "num_gpus": 1, "resources": {f"MIG-{hardware.mig_profile}": 1}}
-    return {"num_cpus": hardware.num_cpus, "num_gpus": 0}
+    options = {"num_cpus": hardware.num_cpus, "num_gpus": 0}
+    return {**options, "resources": dict(hardware.custom_resources)} if hardware.custom_resources else options

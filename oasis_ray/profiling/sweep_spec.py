@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from oasis_ray.config import EMBEDDED_SOURCE, EngineSettings
 from oasis_ray.validation import NAMES_ITS_FIELD, error_lines, field_path
@@ -71,13 +71,21 @@ class SweepModel(_Strict):
 
 
 class CpuTarget(_Strict):
-    """CPU cores of any node; the trial asks Ray for exactly `num_cpus`."""
+    """CPU cores; the trial asks Ray for exactly `num_cpus`, plus `custom_resources` to pick a kind of node.
+
+    The custom resources are how a CPU node stands in for a GPU or MIG node in a
+    multi-node test (the serving side's `routes[].resources.custom_resources`).
+    """
 
     kind: Literal["cpu"]
     num_cpus: float = Field(1.0, gt=0)
+    custom_resources: dict[str, PositiveFloat] = Field(
+        default_factory=dict, description="Ray custom resources the trial also holds, e.g. {'MIG-1g.10gb': 1}."
+    )
 
     def label(self) -> str:
-        return f"cpu x{self.num_cpus:g}"
+        held = "".join(f" +{name}" for name in sorted(self.custom_resources))
+        return f"cpu x{self.num_cpus:g}{held}"
 
 
 class GpuTarget(_Strict):
