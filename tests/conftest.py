@@ -133,12 +133,16 @@ def openai_client(oasis_app: str):
     return OpenAI(base_url=f"{oasis_app}/v1", api_key=API_KEY, max_retries=0, timeout=120)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the profiling-job tests first, before the shared cluster starts.
+# Modules that run a Ray cluster of their own (see pytest_collection_modifyitems).
+OWN_CLUSTER_MODULES = ("tests/test_profiling_job.py", "tests/test_multinode_live.py")
 
-    They run a Ray cluster of their own, which is gone by the time the shared
-    one starts: two clusters at once would each count the machine's cores and
-    overcommit them two to one. The sort is stable, so every other test keeps
-    its order.
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the modules with clusters of their own first, before the shared cluster starts.
+
+    Their clusters are gone by the time the shared one starts: two clusters at
+    once would each count the machine's cores and overcommit them two to one,
+    and a process is the driver of one cluster at a time (the multi-node test's
+    connects to its own). The sort is stable, so every other test keeps its order.
     """
-    items.sort(key=lambda item: not item.nodeid.startswith("tests/test_profiling_job.py"))
+    items.sort(key=lambda item: not item.nodeid.startswith(OWN_CLUSTER_MODULES))
