@@ -155,9 +155,11 @@ def app(nodes: MultiNode) -> Iterator[str]:
     while not (APP in serve.status().applications and serve.status().applications[APP].status == "RUNNING"):
         assert time.monotonic() < deadline, f"the app did not start: {serve.status()}"
         time.sleep(1.0)
-    # No serve.shutdown: Serve goes with the module's cluster, and shutting it down first would wait out the
-    # controller's 30 s for the lost node's placement group, which it can no longer remove.
     yield f"http://127.0.0.1:{port}"
+    # Not serve.shutdown: Serve goes with the module's cluster, and shutting it down first would wait out the
+    # controller's 30 s for the lost node's placement group, which it can no longer remove. The driver's handles
+    # are shut, though, or they would go on reporting to a controller that is gone.
+    _get_global_client().shutdown_cached_handles()
 
 
 def test_route_replicas_land_on_the_node_of_their_shape(nodes: MultiNode, app: str) -> None:
