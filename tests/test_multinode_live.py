@@ -50,6 +50,7 @@ FULL_ROUTE, MIG_ROUTE = "full", "mig"
 FULL_DEPLOYMENT, MIG_DEPLOYMENT = f"route:{FULL_ROUTE}@cpu:{MODEL_ID}", f"route:{MIG_ROUTE}@cpu:{MODEL_ID}"
 TAU_TOKENS = 16
 IN_FLIGHT = 20
+ENGINE_BATCH = app_config()["routes"][0]["engine"]["max_num_seqs"]
 # A SILO completion at TAU_TOKENS: a few seconds of decoding under the load, so the node is lost mid-request.
 SILO_PROMPT, SILO_MAX_TOKENS = [300] * 4, 400
 # Only a guard against a test hanging the suite; no assertion depends on it.
@@ -189,8 +190,8 @@ def test_a_node_lost_under_load_loses_no_request_another_node_can_serve(nodes: M
 
     async def load():
         in_flight = [asyncio.ensure_future(silo()) for _ in range(IN_FLIGHT)]
-        while await _engine_requests(MIG_DEPLOYMENT) < IN_FLIGHT:  # every request reached the MIG node's engine
-            assert not any(task.done() for task in in_flight), "a request ended before the node was lost"
+        # The MIG node's engine is busy with its whole batch (it may finish early ones before the last arrive).
+        while await _engine_requests(MIG_DEPLOYMENT) < ENGINE_BATCH:
             await asyncio.sleep(0.1)
         nodes.mig.stop(lose=True)
         lost_at = time.monotonic()
@@ -209,6 +210,6 @@ def test_a_node_lost_under_load_loses_no_request_another_node_can_serve(nodes: M
           f"(by {after.headers.get('x-oasis-route')})")
     assert [r.http_response.status_code for r in replies] == [200] * IN_FLIGHT
     assert all(r.parse().usage.completion_tokens == SILO_MAX_TOKENS for r in replies)
-    assert len(failed_over) == IN_FLIGHT, [r.headers.get("x-oasis-route") for r in replies]
+    assert failed_over, "the loss hit no request in flight"
     assert after.http_response.status_code == 200 and after.headers["x-oasis-route"] == FULL_ROUTE
     assert _running_nodes(FULL_DEPLOYMENT) == [nodes.full_gpu.node_id]
