@@ -143,6 +143,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     Their clusters are gone by the time the shared one starts: two clusters at
     once would each count the machine's cores and overcommit them two to one,
     and a process is the driver of one cluster at a time (the multi-node test's
-    connects to its own). The sort is stable, so every other test keeps its order.
+    connects to its own). They run in the order listed; the sort is stable, so every other test keeps its order.
     """
-    items.sort(key=lambda item: not item.nodeid.startswith(OWN_CLUSTER_MODULES))
+    items.sort(key=lambda item: next((i for i, module in enumerate(OWN_CLUSTER_MODULES)
+                                      if item.nodeid.startswith(module)), len(OWN_CLUSTER_MODULES)))
