@@ -114,6 +114,15 @@ def _cluster_process(cluster: Cluster, *markers: str) -> psutil.Process:
     pytest.fail(f"no process of the test cluster runs {markers}")
 
 
+def _sweep_driver(out: Path) -> psutil.Process:
+    """The job's driver: the sweep writing to this test's own output directory, wherever Ray parented it."""
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if "profiling_jobs.sweep" in command and str(out) in command:
+            return process
+    pytest.fail(f"no sweep driver writes to {out}")
+
+
 def _outcomes(trials: Path) -> dict[str, dict]:
     return {path.stem: json.loads(path.read_text())["row"] for path in trials.glob("*.json")}
 
@@ -130,7 +139,7 @@ def sweep_runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Sw
     # Two engines run side by side on the two CPUs; once one has saved a trial, kill an actor.
     _wait_for(client, first, lambda status: status in TERMINAL or len(list(trials.glob("*.json"))) >= 1)
     saved_before_kill = set(_outcomes(trials))
-    _cluster_process(cluster, "TrialRunner").kill()
+    _cluster_process(cluster, "ray::TrialRunner.run_trial").kill()  # an actor amid a trial, not one done
 
     def failed_with_actor() -> set[str]:
         return {t for t, row in _outcomes(trials).items()
@@ -143,7 +152,7 @@ def sweep_runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Sw
     _wait_for(client, first, lambda status: status in TERMINAL or bool(failed_with_actor() and measured_since_kill()))
     killed_trials, saved_after_kill = failed_with_actor(), measured_since_kill()
     # The driver dies without a word (SIGKILL), as on a lost head process; its trial actors go with it.
-    _cluster_process(cluster, "profiling_jobs.sweep", str(out)).kill()
+    _sweep_driver(out).kill()
     first_status = _wait_for(client, first, lambda status: status in TERMINAL)
     first_run_files = {path.stem: path.read_text() for path in trials.glob("*.json")}
 
