@@ -15,6 +15,7 @@ from oasis_ray.costs.config_choice import (
     FixedConfiguration,
     choose_configuration,
 )
+from oasis_ray.intents import Intent
 from oasis_ray.query_types import QueryType
 from oasis_ray.scaling.settings import ScalingConfig
 from oasis_ray.scaling.shapes import RouteCapacity, ShapeOption
@@ -46,6 +47,20 @@ def test_a_fixed_configuration_never_measured_or_never_meeting_the_slo_has_no_ch
     rows = [(DEFAULT_CLOCK, 16, "standard", 0.0), (1410, 16, "standard", 5.0), (DEFAULT_CLOCK, 64, "standard", 5.0)]
     assert choose_configuration(candidates(rows), FixedConfiguration(max_num_seqs=16, variant="standard")) is None
     assert choose_configuration(candidates(rows), FixedConfiguration(max_num_seqs=32, variant="standard")) is None
+
+
+def test_rankings_computed_once_follow_slices_and_never_outlive_changed_figures() -> None:
+    """A shape's candidates are slices of a type's rows ranked in one pass; a replace() that changes the figures
+    (the mix's candidates, why_not's) ranks afresh rather than by the rows it was copied from."""
+    from dataclasses import replace
+
+    rows = candidates([(DEFAULT_CLOCK, 16, "standard", 2.0), (855, 16, "standard", 8.0), (1410, 64, "standard", 4.0)])
+    rows.ranking(Intent.MIN_ENERGY)
+    sliced = rows.subset(np.array([0, 2]))
+    assert choose_configuration(sliced, "joint") == 1  # 25 J beats 50 J
+    assert sliced.ranking(Intent.MIN_ENERGY)[0].tolist() == [50.0, 25.0]
+    flipped = replace(sliced, energy_per_request_j=np.array([10.0, 90.0]))
+    assert choose_configuration(flipped, "joint") == 0
 
 
 def _capacity(route: str) -> RouteCapacity:

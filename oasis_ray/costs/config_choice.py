@@ -41,7 +41,7 @@ Four ways to choose, and every plan says which it used:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -71,8 +71,13 @@ class FixedConfiguration:
 
 def setting_of(clock_mhz: int, power_limit_w: int) -> DeviceSetting:
     """The GPU setting a row was measured at, from the candidates' codes."""
-    return DeviceSetting(sm_clock_mhz=None if clock_mhz == DEFAULT_CLOCK else clock_mhz,
-                         power_limit_w=None if power_limit_w == DEFAULT_POWER_LIMIT else power_limit_w)
+    return DeviceSetting(sm_clock_mhz=knob_value(clock_mhz, DEFAULT_CLOCK),
+                         power_limit_w=knob_value(power_limit_w, DEFAULT_POWER_LIMIT))
+
+
+def knob_value(code: int, default_code: int) -> int | None:
+    """A clock or power limit from its candidates' code: None where the row was measured at the GPU's default."""
+    return None if code == default_code else code
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,30 @@ class Candidates:
     energy_per_request_j: np.ndarray
     p95_unloaded_s: np.ndarray | None = None
     """P95 end-to-end latency at the lowest measured load; None where the caller has none (only min-latency needs it)."""
+    rankings: dict[Intent, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, init=False, compare=False,
+                                                                   repr=False)
+    """Every row's (figure, tie-breaker) per intent, computed on first use: a plan ranks each route's rows on
+    five or six shapes, and one pass over all of them costs what one shape's costs. Not an init field, so
+    dataclasses.replace, which changes the figures, starts it afresh."""
+
+    def ranking(self, intent: Intent) -> tuple[np.ndarray, np.ndarray]:
+        """Every row's (figure, tie-breaker) under the intent (oasis_ray.intents.objective_columns)."""
+        found = self.rankings.get(intent)
+        if found is None:
+            found = self.rankings[intent] = objective_columns(
+                intent, msrr_rps=self.msrr_rps, energy_per_request_j=self.energy_per_request_j,
+                p95_unloaded_s=self.p95_unloaded_s)
+        return found
+
+    def subset(self, at: np.ndarray) -> Candidates:
+        """The rows at `at`, with the rankings already computed."""
+        rows = Candidates(
+            clock_mhz=self.clock_mhz[at], power_limit_w=self.power_limit_w[at], max_num_seqs=self.max_num_seqs[at],
+            variant=self.variant[at], msrr_rps=self.msrr_rps[at], energy_per_request_j=self.energy_per_request_j[at],
+            p95_unloaded_s=None if self.p95_unloaded_s is None else self.p95_unloaded_s[at],
+        )
+        rows.rankings.update({intent: (primary[at], secondary[at]) for intent, (primary, secondary) in self.rankings.items()})
+        return rows
 
 
 def choose_configuration(candidates: Candidates, selection: Selection, intent: Intent = Intent.MIN_ENERGY) -> int | None:
@@ -160,9 +189,8 @@ def _fixed(candidates: Candidates, selection: FixedConfiguration, feasible: np.n
 
 def _ranked(candidates: Candidates, positions: np.ndarray, intent: Intent) -> tuple[np.ndarray, np.ndarray]:
     """Rows of one shape: its share of a GPU is common to all, so 1 stands in for it."""
-    p95 = None if candidates.p95_unloaded_s is None else candidates.p95_unloaded_s[positions]
-    return objective_columns(intent, msrr_rps=candidates.msrr_rps[positions],
-                             energy_per_request_j=candidates.energy_per_request_j[positions], p95_unloaded_s=p95)
+    primary, secondary = candidates.ranking(intent)
+    return primary[positions], secondary[positions]
 
 
 def _key(candidates: Candidates, index: int, intent: Intent) -> tuple[float, float]:

@@ -39,6 +39,7 @@ from oasis_ray.costs.config_choice import (
     best_row,
     choose_configuration,
     configured_rows,
+    knob_value,
     setting_of,
 )
 from oasis_ray.costs.curves import LoadPoints, ServiceCurve, service_curve
@@ -190,6 +191,9 @@ class CostTable:
         groups = self._model_groups(model_id, _checked(shares))
         if groups is None:
             return []
+        if len(groups) == 1 and intent is not Intent.SLO:
+            # A type's candidates on each shape are slices of its rows: ranked in one pass here, sliced there.
+            next(iter(groups.values())).candidates.ranking(intent)
         choices = []
         for shape in hardware.shapes:
             mixed = self._mixed_on_shape(groups, shares, shape, hardware)
@@ -309,7 +313,7 @@ class CostTable:
         on_shape = _on_shape(group, shape, hardware) if group is not None else np.empty(0, np.int64)
         if not on_shape.size:
             return f"the HCT has no successful row for {query_type.value} on {shape}"
-        candidates = _subset(group.candidates, on_shape)
+        candidates = group.candidates.subset(on_shape)
         if choose_configuration(candidates, selection) is not None:
             return f"{query_type.value} is served, but the route's other types were measured at other configurations"
         reachable = replace(candidates, msrr_rps=np.ones(len(on_shape)))
@@ -339,7 +343,6 @@ class CostTable:
         position = int(group.positions[index])
         msrr = float(group.candidates.msrr_rps[index])
         power = float(group.power_at_msrr_w[index])
-        setting = setting_of(int(group.candidates.clock_mhz[index]), int(group.candidates.power_limit_w[index]))
         # Every field comes from a row the table's loader validated, and a chosen row's MSRR is positive: built
         # without re-validation, since a 4,000-route plan builds some 13,000 of these.
         option = ShapeOption.model_construct(
@@ -348,11 +351,12 @@ class CostTable:
             msrr_rps=msrr,
             msrr_by_type={},
             power_w=power if math.isfinite(power) and power > 0 else None,
-            clock_mhz=setting.sm_clock_mhz,
-            power_limit_w=setting.power_limit_w,
+            clock_mhz=knob_value(int(group.candidates.clock_mhz[index]), DEFAULT_CLOCK),
+            power_limit_w=knob_value(int(group.candidates.power_limit_w[index]), DEFAULT_POWER_LIMIT),
             tensor_parallel_size=int(group.tensor_parallel[index]),
             max_num_seqs=int(group.candidates.max_num_seqs[index]),
             variant=str(group.candidates.variant[index]),
+            levels=(),  # given, not defaulted: model_construct resolving a default costs more than the rest here
         )
 
         p95 = float(group.candidates.p95_unloaded_s[index])
@@ -497,7 +501,7 @@ def _first_of_each_configuration(group: _Group, shape: str, hardware: Hardware) 
     if found is None:
         at = _on_shape(group, shape, hardware)
         first = at[np.sort(np.unique(group.config_key[at], return_index=True)[1])]
-        found = group.first_rows[key] = (first, _subset(group.candidates, first))
+        found = group.first_rows[key] = (first, group.candidates.subset(first))
     return found
 
 
@@ -571,7 +575,7 @@ def _row_as_point(row: pd.Series) -> LoadPoints:
 def _mixed(groups: dict[QueryType, _Group], rows: dict[QueryType, np.ndarray], shares: Shares) -> Candidates:
     """Each aligned configuration as the mix sees it: harmonic MSRR, share-weighted energy per request and P95."""
     total = sum(shares.values())
-    first = _subset(next(iter(groups.values())).candidates, next(iter(rows.values())))
+    first = next(iter(groups.values())).candidates.subset(next(iter(rows.values())))
 
     def weighted(column: str) -> np.ndarray:
         return sum(shares[qt] / total * getattr(groups[qt].candidates, column)[at] for qt, at in rows.items())
@@ -607,18 +611,6 @@ def _members(keys: np.ndarray, unique: np.ndarray) -> np.ndarray:
     """np.isin for a handful of keys against a sorted handful, without isin's per-call set-up."""
     at = np.minimum(np.searchsorted(unique, keys), len(unique) - 1)
     return unique[at] == keys
-
-
-def _subset(candidates: Candidates, at: np.ndarray) -> Candidates:
-    return Candidates(
-        clock_mhz=candidates.clock_mhz[at],
-        power_limit_w=candidates.power_limit_w[at],
-        max_num_seqs=candidates.max_num_seqs[at],
-        variant=candidates.variant[at],
-        msrr_rps=candidates.msrr_rps[at],
-        energy_per_request_j=candidates.energy_per_request_j[at],
-        p95_unloaded_s=None if candidates.p95_unloaded_s is None else candidates.p95_unloaded_s[at],
-    )
 
 
 def _checked(shares: Shares) -> Shares:
