@@ -48,6 +48,9 @@ RAY_AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 # Only a guard against a hung start blocking the suite; no assertion depends on speed.
 START_LIMIT_S = 300.0
 STOP_LIMIT_S = 60.0
+# SIGTERM lets Ray stop a node; what is still running this long after is SIGKILLed. A raylet that hosted Serve
+# replicas waits some 30 s on its agents before it exits, and nothing of a test cluster needs keeping.
+GRACEFUL_STOP_S = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -128,12 +131,7 @@ def local_cluster(
     else:
         keep_logs = False
     finally:
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(timeout=STOP_LIMIT_S)
-        except subprocess.TimeoutExpired:
-            head.kill()
-            head.wait()
+        _stop_node(head, signal_group=False)
         if keep_logs:
             print(f"kept the failed test cluster's logs in {temp_dir}/session_latest/logs", file=sys.stderr)
         else:
@@ -157,24 +155,7 @@ class WorkerNode:
         `ray start` (raylet, workers, their engine processes), some of which may have
         left the group; nothing of another node descends from it.
         """
-        if self.process.poll() is not None:
-            return
-        import psutil
-
-        descendants = psutil.Process(self.process.pid).children(recursive=True)
-        sig = signal.SIGKILL if lose else signal.SIGTERM
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, sig)
-        if lose:
-            for process in descendants:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    process.kill()
-        try:
-            self.process.wait(timeout=STOP_LIMIT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        psutil.wait_procs(descendants, timeout=STOP_LIMIT_S)
+        _stop_node(self.process, signal_group=True, lose=lose)
 
 
 @contextmanager
@@ -224,6 +205,33 @@ def worker_node(
         elif process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def _stop_node(process: subprocess.Popen, *, signal_group: bool, lose: bool = False) -> None:
+    """Stop one node's `ray start --block` and every process under it (raylet, agents, workers, engines), some of
+    which may have left its process group; nothing of another node descends from it.
+
+    SIGTERM first (`lose`: SIGKILL at once, as a machine lost), then SIGKILL for what is left after
+    GRACEFUL_STOP_S. `signal_group`: the node leads a process group of its own (worker nodes; the head shares
+    the test process's).
+    """
+    import psutil
+
+    if process.poll() is not None:
+        return
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    sig = signal.SIGKILL if lose else signal.SIGTERM
+    with contextlib.suppress(ProcessLookupError):
+        if signal_group:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
+    _, alive = psutil.wait_procs([psutil.Process(process.pid), *descendants], timeout=0 if lose else GRACEFUL_STOP_S)
+    for left in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            left.kill()
+    psutil.wait_procs(alive, timeout=STOP_LIMIT_S)
+    process.wait(timeout=STOP_LIMIT_S)
 
 
 def _stop_with_parent() -> None:

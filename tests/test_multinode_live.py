@@ -172,11 +172,6 @@ def test_route_replicas_land_on_the_node_of_their_shape(nodes: MultiNode, app: s
     assert offers[MIG_STANDIN_RESOURCE] == nodes.mig.node_id and offers[FULL_GPU_STANDIN] == nodes.full_gpu.node_id
 
 
-async def _engine_requests(deployment: str) -> int:
-    """What the route's (only) replica's vLLM engine holds, running or waiting."""
-    return await serve.get_deployment_handle(deployment, app_name=APP).engine_requests.remote()
-
-
 def test_a_node_lost_under_load_loses_no_request_another_node_can_serve(nodes: MultiNode, app: str) -> None:
     """The MIG stand-in node is SIGKILLed with its route's requests in flight; the other node's route serves them."""
     from openai import AsyncOpenAI
@@ -189,9 +184,15 @@ def test_a_node_lost_under_load_loses_no_request_another_node_can_serve(nodes: M
         return reply, time.monotonic()
 
     async def load():
+        # What the MIG route's (only) replica's vLLM engine holds, running or waiting. Its handle is up before the
+        # load starts: a first call that took longer than the load lasts would see the engine empty ever after.
+        mig_engine = serve.get_deployment_handle(MIG_DEPLOYMENT, app_name=APP).engine_requests
+        await mig_engine.remote()
         in_flight = [asyncio.ensure_future(silo()) for _ in range(IN_FLIGHT)]
         # The MIG node's engine is busy with its whole batch (it may finish early ones before the last arrive).
-        while await _engine_requests(MIG_DEPLOYMENT) < ENGINE_BATCH:
+        while await mig_engine.remote() < ENGINE_BATCH:
+            assert not all(request.done() for request in in_flight), (
+                f"all {IN_FLIGHT} requests finished before the MIG engine was seen holding {ENGINE_BATCH}")
             await asyncio.sleep(0.1)
         nodes.mig.stop(lose=True)
         lost_at = time.monotonic()
