@@ -99,10 +99,11 @@ def _sweep_command(out: Path) -> list[str]:
     return [sys.executable, "-m", "profiling_jobs.sweep", "--spec", str(SPEC.relative_to(REPO_ROOT)), "--out", str(out)]
 
 
-def _cluster_process(cluster: Cluster, *markers: str) -> psutil.Process:
-    """A process of this module's own cluster (under its raylet) whose command line has every marker."""
+def _cluster_processes(cluster: Cluster, *markers: str) -> list[psutil.Process]:
+    """The processes of this module's own cluster (under its raylet) whose command lines have every marker."""
     raylets = [p for p in psutil.process_iter(["cmdline"])
                if "raylet" in " ".join(p.info["cmdline"] or []) and str(cluster.temp_dir) in " ".join(p.info["cmdline"] or [])]
+    found = []
     for raylet in raylets:
         for process in raylet.children(recursive=True):
             try:
@@ -110,8 +111,15 @@ def _cluster_process(cluster: Cluster, *markers: str) -> psutil.Process:
             except psutil.Error:
                 continue
             if all(marker in command for marker in markers):
-                return process
-    pytest.fail(f"no process of the test cluster runs {markers}")
+                found.append(process)
+    return found
+
+
+def _cluster_process(cluster: Cluster, *markers: str) -> psutil.Process:
+    found = _cluster_processes(cluster, *markers)
+    if not found:
+        pytest.fail(f"no process of the test cluster runs {markers}")
+    return found[0]
 
 
 def _sweep_driver(out: Path) -> psutil.Process:
@@ -154,6 +162,10 @@ def sweep_runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Sw
     # The driver dies without a word (SIGKILL), as on a lost head process; its trial actors go with it.
     _sweep_driver(out).kill()
     first_status = _wait_for(client, first, lambda status: status in TERMINAL)
+    # Ray kills a dead driver's actors some seconds after it learns of the death, and until then an actor amid
+    # a trial may still save it: the first run's files are read once none of its actors is left.
+    _, alive = psutil.wait_procs(_cluster_processes(cluster, "ray::TrialRunner"), timeout=STUCK_AFTER_S)
+    assert not alive, f"the killed driver's trial actors still run: {alive}"
     first_run_files = {path.stem: path.read_text() for path in trials.glob("*.json")}
 
     ray_cli = Path(sys.executable).with_name("ray")
