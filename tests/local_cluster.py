@@ -149,12 +149,7 @@ class WorkerNode:
     log: Path
 
     def stop(self, *, lose: bool = False) -> None:
-        """Stop this node and no other: SIGTERM lets Ray shut it down; `lose` SIGKILLs it as a machine lost at once.
-
-        The signal goes to the node's process group and to every process under its
-        `ray start` (raylet, workers, their engine processes), some of which may have
-        left the group; nothing of another node descends from it.
-        """
+        """Stop this node and no other (`_stop_node`); `lose` SIGKILLs it at once, as a machine lost."""
         _stop_node(self.process, signal_group=True, lose=lose)
 
 
