@@ -5,8 +5,8 @@ HTTP endpoint (the sweep's search and table code, over HTTP), replays a real
 Azure trace window at a rate that profile says the app can carry, simulates
 the same requests from that profile, and bounds the simulator's error:
 simulated throughput within 25% of the live run's, P95 latency within 50%
-(the 25% target for P95 is missed; see P95_ERROR_BOUND). Both
-sides stream, so both measure time to the last token (the app's energy
+(the 25% target for P95 holds in most runs, not all; see P95_ERROR_BOUND).
+Both sides stream, so both measure time to the last token (the app's energy
 header holds a non-streaming answer a GPU sample period longer, which no
 profiled latency includes).
 
@@ -45,10 +45,15 @@ TARGET_LOAD = 0.5
 TAIL_PERCENTILE = 95
 # The simulator's throughput must be within this share of the live run's.
 REPLAY_ERROR_BOUND = 0.25
-# Its P95 misses that target: it serves every request of a type at its row's latency, so the window's long
-# requests come out faster than live (-25% on tail-length rows, -48% on median-length rows, on this machine).
-# This bound catches a regression beyond today's gap; the README states the miss.
+# Its P95 is within that target in 3 of 4 runs on this machine (-2.4%, +2.4%, -14.0%, -27.0%): the live P95
+# of 60 requests rests on the 3 slowest, and one stall of the two shared cores moves it by a quarter. This
+# bound catches a regression beyond that spread; the README states the runs.
 P95_ERROR_BOUND = 0.5
+# The simulator draws each request's latency at a random quantile of its row's distribution, and a P95 of
+# 60 requests rests on its 3 slowest: over 40 seeds of one replay it ranged 0.363-0.464 s (median 0.396). The
+# live run is one draw that cannot be repeated cheaply, the simulated side can: the run compared is the
+# median one by P95 over this many seeds.
+SIMULATION_SEEDS = 21
 
 
 def _trace(rows: list[tuple[float, int, int]]) -> Trace:
@@ -108,11 +113,15 @@ def test_the_simulator_against_the_live_app_on_a_real_trace_window(oasis_app: st
     workload = replayed_workload(replayed.name, requests, MODEL_ID)
     settings = SimulationSettings(slo_p95_e2e_s=PROFILE_SLO_S, bin_s=0.1, load_window_s=2.0, drain_s=120.0)
     cpu = DevicePool(name="cpu", kind="cpu", count=2, usd_per_hour=0.0)
-    simulated = simulate(workload, _app_layout(), service, cpu, Prices(usd_per_kwh=0, gco2_per_kwh=0), settings)
+    runs = sorted((simulate(workload, _app_layout(), service, cpu, Prices(usd_per_kwh=0, gco2_per_kwh=0),
+                            settings.model_copy(update={"seed": seed})) for seed in range(SIMULATION_SEEDS)),
+                  key=lambda run: run.result.p95_s)
+    simulated = runs[SIMULATION_SEEDS // 2]
     gap = compare(measured, simulated)
     print(
         f"\nreplay of {len(requests)} conv-trace requests at x{rate_factor:.3g} speed: "
-        f"P95 measured {gap.measured_p95_s:.3f} s, simulated {gap.simulated_p95_s:.3f} s (gap {gap.p95_gap:+.1%}); "
+        f"P95 measured {gap.measured_p95_s:.3f} s, simulated {gap.simulated_p95_s:.3f} s (gap {gap.p95_gap:+.1%}; "
+        f"{runs[0].result.p95_s:.3f}-{runs[-1].result.p95_s:.3f} s over {SIMULATION_SEEDS} seeds); "
         f"throughput measured {gap.measured_throughput_rps:.2f} req/s, simulated "
         f"{gap.simulated_throughput_rps:.2f} req/s (gap {gap.throughput_gap:+.1%}); "
         f"worst send lateness {measured.max_send_lateness_s:.3f} s; profile MSRRs "
@@ -132,10 +141,12 @@ def _profile_spec(requests: list[ReplayRequest]) -> SweepSpec:
     """One trial per query type in the window, at that type's 95th-percentile (capped) lengths, on the app's engine.
 
     A cost-table row holds one pair of lengths per type, and the simulator
-    serves every request of a type at that row's latency; the P95 compared is
-    that of the window's long requests of each type, so the row is taken at
-    their lengths (at the median lengths the simulated P95 came out 48% short
-    of the live run's, throughput within 2%).
+    scales its latency to each request's lengths linearly (prefill by input,
+    decode by output), which is closest near the row's own lengths; the P95
+    compared is that of the window's long requests of each type, so the row
+    is taken at their lengths (at the median lengths the simulated P95 came
+    out 48% short of the live run's, throughput within 2%, measured before
+    the tests' engines ran eager).
     """
     by_type: dict[QueryType, list[ReplayRequest]] = {}
     for request in requests:
