@@ -21,12 +21,13 @@ from oasis_ray.planning.energy_study import (
     StudySetup,
     Targets,
     compare,
+    fluid_ideal_wh,
     what_ifs,
     without_bursts,
 )
 from oasis_ray.planning.paper_runtime import PAPER_SAVING, RuntimeTraceSpec, runtime_experiment, runtime_workload
 from oasis_ray.planning.paper_tables import PAPER_SLO_P95_E2E_S, paper_hct, paper_inventory
-from oasis_ray.planning.sim_policies import SIMULATION_HEADROOM, SimulationSettings
+from oasis_ray.planning.sim_policies import SIMULATION_HEADROOM, SimulationSettings, oasis_joint
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 from oasis_ray.planning.traces import load_azure_trace
 from oasis_ray.query_types import QueryType
@@ -123,3 +124,33 @@ def test_spreading_bursts_keeps_every_request_in_its_window() -> None:
     counts = np.bincount(np.floor(spread.arrival_s / 300).astype(int))
     gaps = np.diff(spread.arrival_s)[: counts[0] - 1]
     assert np.allclose(gaps, 300.0 / counts[0])
+
+
+def test_the_fluid_ideal_is_under_every_policys_bill_and_slices_only_lower_it(table: CostTable) -> None:
+    workload = _conv_window(20)
+    setup = _setup(table)
+    comparison = compare(workload, setup, "conv 20 min")
+    lowest = min(comparison.energy(name) for name in POLICY_ORDER)
+    assert 0 < comparison.ideal_wh < lowest
+    assert comparison.ideal_saving() == pytest.approx(1 - comparison.ideal_wh / comparison.energy(STATIC_PEAK))
+    whole_only = setup.pool.model_copy(update={"mig_geometry": None})
+    assert comparison.ideal_wh <= fluid_ideal_wh(workload, table, whole_only, setup.settings, oasis_joint())
+
+
+@pytest.mark.parametrize("share_of_msrr", [0.1, 2.0])
+def test_the_fluid_ideal_is_the_hand_sum_at_a_steady_rate(table: CostTable, share_of_msrr: float) -> None:
+    """SISO requests of the profiled lengths at a steady rate on whole GPUs: each takes 1 / MSRR GPU-seconds at
+    the MSRR's draw over idle, and the route holds that GPU time, or one whole GPU where the rate is lower."""
+    setup = _setup(table)
+    pool = setup.pool.model_copy(update={"mig_geometry": None})
+    policy = oasis_joint()
+    curve = table.shared_shape_choices("llama-3-8b", {QueryType.SISO: 1.0}, pool.hardware(),
+                                       policy.config_choice)[0][QueryType.SISO].curve
+    rate = share_of_msrr * curve.msrr_rps
+    count = round(rate * 600)
+    workload = Workload.from_tokens("steady", (np.arange(count) + 0.5) / rate, np.full(count, curve.input_tokens),
+                                    np.full(count, curve.output_tokens), ("llama-3-8b",))
+    busy_s = count / curve.msrr_rps
+    held_s = max(busy_s, 600.0)  # 20 rate windows of 30 s, each as busy as the others
+    expected_wh = (pool.idle_power_w * held_s + curve.increment_at(curve.msrr_rps) * busy_s) / 3600
+    assert fluid_ideal_wh(workload, table, pool, setup.settings, policy) == pytest.approx(expected_wh, rel=1e-9)

@@ -20,6 +20,14 @@ constraint lifted at a time and reports how far each moves it:
 
 Each is a what-if on the simulator, not a deployment: it shows which
 constraint holds the result back, and so what would lift it.
+
+`fluid_ideal_wh` bounds what any autoscaler could reach with oasis-joint's
+configurations: capacity that follows the rate exactly (no start-up, no
+headroom, no whole-GPU rounding, each route never below its smallest
+shape), every GPU at its MSRR. A saving target this ideal misses cannot be
+met by a better policy on this table, only by other configurations or
+hardware; the gap between the ideal and oasis-joint is what the policy's
+dynamics cost: capacity held for bursts and start-ups.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from oasis_ray.costs.curves import ServiceCurve
 from oasis_ray.costs.table import CostTable
 from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.planning.sim_policies import (
@@ -41,8 +50,10 @@ from oasis_ray.planning.sim_policies import (
     paper_algorithm1,
     static_peak_policy,
 )
-from oasis_ray.planning.sim_workload import Workload
+from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
 from oasis_ray.planning.simulator import SimRun, simulate
+
+JOULES_PER_WH = 3600.0
 
 STATIC_PEAK = "static-peak"
 PAPER = "paper-alg1"
@@ -68,9 +79,14 @@ class Comparison:
     label: str
     runs: dict[str, SimRun]
     policies: dict[str, FixedPolicy | OasisPolicy]
+    ideal_wh: float  # fluid_ideal_wh for oasis-joint's configurations
 
     def energy(self, policy: str) -> float:
         return self.runs[policy].result.energy_wh
+
+    def ideal_saving(self) -> float:
+        """1 - the fluid ideal's energy / static-peak's: the most any policy could save with these configurations."""
+        return 1 - self.ideal_wh / self.energy(STATIC_PEAK)
 
     def saving(self, against: str) -> float:
         """1 - oasis-joint's energy / the other policy's."""
@@ -112,15 +128,74 @@ def policies_for(workload: Workload, setup: StudySetup) -> dict[str, FixedPolicy
         STATIC_PEAK: static_peak_keeping_slo(workload, setup),
         PAPER: paper_algorithm1(),
         OASIS: oasis_damped(setup.headroom),
-        JOINT: oasis_joint(setup.headroom, default_clock_only=setup.joint_default_clock_only),
+        JOINT: joint_policy(setup),
     }
+
+
+def joint_policy(setup: StudySetup) -> OasisPolicy:
+    return oasis_joint(setup.headroom, default_clock_only=setup.joint_default_clock_only)
 
 
 def compare(workload: Workload, setup: StudySetup, label: str) -> Comparison:
     policies = policies_for(workload, setup)
     runs = {name: simulate(workload, policy, setup.table, setup.pool, setup.prices, setup.settings)
             for name, policy in policies.items()}
-    return Comparison(label=label, runs=runs, policies=policies)
+    ideal = fluid_ideal_wh(workload, setup.table, setup.pool, setup.settings, joint_policy(setup))
+    return Comparison(label=label, runs=runs, policies=policies, ideal_wh=ideal)
+
+
+def fluid_ideal_wh(
+    workload: Workload, table: CostTable, pool: DevicePool, settings: SimulationSettings, policy: OasisPolicy
+) -> float:
+    """The energy of a fleet on the policy's configurations whose capacity follows the rate exactly.
+
+    Each request runs on the shape (whole GPU or slice) where its type costs
+    the least energy at the MSRR, and takes cost x GPUs / MSRR GPU-seconds
+    there, its cost being its length relative to the profiled request, as
+    the simulator charges it. Each route holds, in every rate window, the
+    GPU time its requests take, in fractions of a GPU, but never less than
+    its smallest shape (a route keeps one replica, as the policies do). Held
+    time draws the board's idle; each request adds the draw over idle at its
+    shape's MSRR. No start-up, no headroom, no whole-GPU rounding and no
+    engine drawing more than the idle board while it waits, so no policy
+    that keeps each GPU within its MSRR uses less on these configurations.
+    Routes and types no whole GPU serves under the SLO are left out, as the
+    simulator refuses them. NaN where the table gives no power.
+    """
+    whole = pool.hardware(allow_mig=False)
+    idle_w = (math.nan if pool.idle_power_w is None else pool.idle_power_w) if settings.board_idle_charged else 0.0
+    window_s = settings.rate_window_s
+    windows = max(1, math.ceil(workload.duration_s / window_s))
+    window_of = np.minimum((workload.arrival_s // window_s).astype(np.int64), windows - 1)
+
+    def joules_per_profiled_request(shape: tuple[float, ServiceCurve]) -> float:
+        gpus, curve = shape
+        return (idle_w * gpus + curve.increment_at(curve.msrr_rps)) / curve.msrr_rps
+
+    joules = 0.0
+    for model_index, model_id in enumerate(workload.models):
+        of_model = workload.model_index == model_index
+        counts = np.bincount(workload.type_code[of_model], minlength=len(QUERY_TYPES))
+        for types in policy.routes.route_types().values():
+            shares = {qt: float(counts[QUERY_TYPES.index(qt)]) for qt in types if counts[QUERY_TYPES.index(qt)]
+                      and table.shape_choices(model_id, qt, whole, policy.config_choice)}
+            shapes = table.shared_shape_choices(model_id, shares, pool.hardware(), policy.config_choice) if shares \
+                else []
+            if not shapes or next(iter(shapes[0].values())).option.shape != pool.whole_shape:
+                continue
+            floor = min(next(iter(by_type.values())).option.gpus for by_type in shapes)
+            gpu_seconds = np.zeros(windows)
+            for query_type in shares:
+                options = [(by_type[query_type].option.gpus, by_type[query_type].curve) for by_type in shapes]
+                gpus, curve = min(options, key=joules_per_profiled_request)
+                of_type = of_model & (workload.type_code == QUERY_TYPES.index(query_type))
+                lengths = (curve.length_factor(workload.input_tokens[of_type], workload.output_tokens[of_type])
+                           if settings.scale_by_length else np.ones(int(of_type.sum())))
+                busy = lengths * gpus / curve.msrr_rps
+                gpu_seconds += np.bincount(window_of[of_type], weights=busy, minlength=windows)
+                joules += curve.increment_at(curve.msrr_rps) / gpus * float(busy.sum())
+            joules += idle_w * float(np.maximum(gpu_seconds, floor * window_s).sum())
+    return joules / JOULES_PER_WH
 
 
 def static_peak_keeping_slo(
