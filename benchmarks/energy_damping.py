@@ -28,7 +28,16 @@ from pathlib import Path
 
 from oasis_ray.costs.table import CostTable
 from oasis_ray.planning.capacity_cli import TRACE_CREDITS, format_table
-from oasis_ray.planning.energy_study import StudySetup, Targets, static_peak_keeping_slo
+from oasis_ray.planning.energy_study import (
+    JOINT,
+    PAPER,
+    STATIC_PEAK,
+    Comparison,
+    StudySetup,
+    Targets,
+    fluid_ideal_wh,
+    static_peak_keeping_slo,
+)
 from oasis_ray.planning.paper_tables import PAPER_SLO_P95_E2E_S, paper_hct, paper_inventory
 from oasis_ray.planning.sim_policies import SIMULATION_HEADROOM, SimulationSettings, oasis_joint, paper_algorithm1
 from oasis_ray.planning.sim_workload import Workload
@@ -65,42 +74,46 @@ def main() -> int:
     settings = SimulationSettings(slo_p95_e2e_s=PAPER_SLO_P95_E2E_S)
     setup = StudySetup(table=table, pool=pool, prices=prices, settings=settings, headroom=SIMULATION_HEADROOM)
     targets = Targets()
-    workloads = []
+    # Per workload, what every setting is compared with: static-peak's and paper Algorithm 1's runs, and the
+    # fluid ideal (it depends on oasis-joint's configurations, which no damping setting changes).
+    baselines = []
     for name in args.traces.split(","):
         trace = load_azure_trace(TRACES_DIR / f"azure_llm_2023_{name.strip()}.csv")
         for scale in args.scales:
             workload = Workload.from_trace(trace.scaled(scale) if scale != 1 else trace, ("llama-3-8b", "qwen-7b"))
-            static = simulate(workload, static_peak_keeping_slo(workload, setup), table, pool, prices, settings)
-            paper = simulate(workload, paper_algorithm1(), table, pool, prices, settings)
-            workloads.append((f"{name.strip()} x{scale:g}", workload, static.result.energy_wh,
-                              paper.result.energy_wh))
+            policies = {STATIC_PEAK: static_peak_keeping_slo(workload, setup), PAPER: paper_algorithm1()}
+            runs = {policy_name: simulate(workload, policy, table, pool, prices, settings)
+                    for policy_name, policy in policies.items()}
+            ideal = fluid_ideal_wh(workload, table, pool, settings, oasis_joint())
+            baselines.append((f"{name.strip()} x{scale:g}", workload, runs, policies, ideal))
     grid = list(itertools.product(args.headroom, args.hysteresis, args.downscale_cooldown, forecasts))
     rows = []
     for index, (headroom, hysteresis, cooldown, forecast) in enumerate(grid, start=1):
         scaling = ScalingConfig(**{**defaults.model_dump(), "headroom": headroom, "hysteresis": hysteresis,
                                    "downscale_cooldown_s": cooldown, "forecast": FORECASTS[forecast]()})
-        policy = oasis_joint(headroom).model_copy(update={"scaling": scaling})
+        policy = oasis_joint().model_copy(update={"scaling": scaling})
         cells, met = [], 0
-        for _, workload, static_wh, paper_wh in workloads:
-            result = simulate(workload, policy, table, pool, prices, settings).result
-            attainment = min(result.slo_attainment_requests, result.slo_attainment_windows)
-            saving = 1 - result.energy_wh / static_wh
-            meets = (attainment >= targets.slo_attainment and saving >= targets.saving_vs_static
-                     and 1 - result.energy_wh / paper_wh >= targets.saving_vs_paper)
+        for label, workload, runs, policies, ideal in baselines:
+            comparison = Comparison(label=label, ideal_wh=ideal, policies={**policies, JOINT: policy},
+                                    runs={**runs, JOINT: simulate(workload, policy, table, pool, prices, settings)})
+            result = comparison.runs[JOINT].result
+            meets = not comparison.misses(targets)
             met += meets
-            cells.append(f"{saving:+.1%} / {attainment:.1%}{' met' if meets else ''}")
+            cells.append(f"{comparison.saving(STATIC_PEAK):+.1%} / "
+                         f"{min(result.slo_attainment_requests, result.slo_attainment_windows):.1%}"
+                         f"{' met' if meets else ''}")
         ours = scaling == defaults
         rows.append([f"{headroom:g}", f"{hysteresis:g}", f"{cooldown:g}", forecast + (" *" if ours else ""),
                      str(met), *cells])
         print(f"[{index}/{len(grid)}] headroom {headroom:g}, hysteresis {hysteresis:g}, down {cooldown:g} s, "
-              f"{forecast}: {met} of {len(workloads)} met", file=sys.stderr, flush=True)
+              f"{forecast}: {met} of {len(baselines)} met", file=sys.stderr, flush=True)
     print("oasis-joint's saving vs static-peak / SLO attainment (min of per request and per 5-minute window); "
           f"'met': >= {targets.saving_vs_static:.0%} vs static-peak, >= {targets.saving_vs_paper:.0%} vs "
           f"paper-alg1, at >= {targets.slo_attainment:.0%}")
     print(format_table(["headroom", "hysteresis", "down s", "forecast", "met",
-                        *[label for label, *_ in workloads]], rows))
+                        *[label for label, *_ in baselines]], rows))
     print(f"* the setting benchmarks/energy_policies.py runs; {TRACE_CREDITS['azure']}")
-    print(f"({len(grid)} settings x {len(workloads)} workloads in {time.perf_counter() - started:.0f} s)")
+    print(f"({len(grid)} settings x {len(baselines)} workloads in {time.perf_counter() - started:.0f} s)")
     return 0
 
 

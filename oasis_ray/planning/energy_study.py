@@ -37,8 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from oasis_ray.costs.curves import ServiceCurve
-from oasis_ray.costs.table import CostTable
+from oasis_ray.costs.table import CostTable, ShapeChoice
 from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.planning.sim_policies import (
     FixedPolicy,
@@ -51,9 +50,7 @@ from oasis_ray.planning.sim_policies import (
     static_peak_policy,
 )
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
-from oasis_ray.planning.simulator import SimRun, simulate
-
-JOULES_PER_WH = 3600.0
+from oasis_ray.planning.simulator import SECONDS_PER_HOUR, SimRun, route_shape_choices, simulate
 
 STATIC_PEAK = "static-peak"
 PAPER = "paper-alg1"
@@ -162,32 +159,29 @@ def fluid_ideal_wh(
     Routes and types no whole GPU serves under the SLO are left out, as the
     simulator refuses them. NaN where the table gives no power.
     """
-    whole = pool.hardware(allow_mig=False)
     idle_w = (math.nan if pool.idle_power_w is None else pool.idle_power_w) if settings.board_idle_charged else 0.0
     window_s = settings.rate_window_s
     windows = max(1, math.ceil(workload.duration_s / window_s))
     window_of = np.minimum((workload.arrival_s // window_s).astype(np.int64), windows - 1)
 
-    def joules_per_profiled_request(shape: tuple[float, ServiceCurve]) -> float:
-        gpus, curve = shape
-        return (idle_w * gpus + curve.increment_at(curve.msrr_rps)) / curve.msrr_rps
+    def joules_per_profiled_request(choice: ShapeChoice) -> float:
+        curve = choice.curve
+        return (idle_w * choice.option.gpus + curve.increment_at(curve.msrr_rps)) / curve.msrr_rps
 
     joules = 0.0
     for model_index, model_id in enumerate(workload.models):
         of_model = workload.model_index == model_index
         counts = np.bincount(workload.type_code[of_model], minlength=len(QUERY_TYPES))
         for types in policy.routes.route_types().values():
-            shares = {qt: float(counts[QUERY_TYPES.index(qt)]) for qt in types if counts[QUERY_TYPES.index(qt)]
-                      and table.shape_choices(model_id, qt, whole, policy.config_choice)}
-            shapes = table.shared_shape_choices(model_id, shares, pool.hardware(), policy.config_choice) if shares \
-                else []
-            if not shapes or next(iter(shapes[0].values())).option.shape != pool.whole_shape:
+            present = [qt for qt in types if counts[QUERY_TYPES.index(qt)]]
+            shares, shapes = route_shape_choices(model_id, present, counts, table, pool, policy.config_choice)
+            if not shapes:
                 continue
             floor = min(next(iter(by_type.values())).option.gpus for by_type in shapes)
             gpu_seconds = np.zeros(windows)
             for query_type in shares:
-                options = [(by_type[query_type].option.gpus, by_type[query_type].curve) for by_type in shapes]
-                gpus, curve = min(options, key=joules_per_profiled_request)
+                best = min((by_type[query_type] for by_type in shapes), key=joules_per_profiled_request)
+                gpus, curve = best.option.gpus, best.curve
                 of_type = of_model & (workload.type_code == QUERY_TYPES.index(query_type))
                 lengths = (curve.length_factor(workload.input_tokens[of_type], workload.output_tokens[of_type])
                            if settings.scale_by_length else np.ones(int(of_type.sum())))
@@ -195,7 +189,7 @@ def fluid_ideal_wh(
                 gpu_seconds += np.bincount(window_of[of_type], weights=busy, minlength=windows)
                 joules += curve.increment_at(curve.msrr_rps) / gpus * float(busy.sum())
             joules += idle_w * float(np.maximum(gpu_seconds, floor * window_s).sum())
-    return joules / JOULES_PER_WH
+    return joules / SECONDS_PER_HOUR  # J / (s per h) = Wh
 
 
 def static_peak_keeping_slo(

@@ -48,7 +48,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from oasis_ray.costs.curves import GRID_POINTS, UTILISATION_GRID, ServiceCurve
-from oasis_ray.costs.table import CostTable, Hardware, route_capacity_at_mix, route_name
+from oasis_ray.costs.config_choice import ConfigChoice, DefaultClock
+from oasis_ray.costs.table import CostTable, Hardware, ShapeChoices, route_capacity_at_mix, route_name
 from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.planning.mig_placement import gpus_for_slices
 from oasis_ray.planning.sim_decisions import RouteReplicas, decide_route_over_trace
@@ -268,13 +269,11 @@ def _route_groups(
         counts = np.bincount(model_types, minlength=len(QUERY_TYPES))
         for route, types in policy.routes.route_types().items():
             present = [qt for qt in types if counts[QUERY_TYPES.index(qt)] > 0]
-            served = [qt for qt in present
-                      if table.shape_choices(model_id, qt, pool.hardware(allow_mig=False), selection)]
-            shares = {qt: float(counts[QUERY_TYPES.index(qt)]) for qt in served}
-            choices = table.shared_shape_choices(model_id, shares, pool.hardware(), selection) if served else []
-            if not choices or next(iter(choices[0].values())).option.shape != pool.whole_shape:
+            shares, choices = route_shape_choices(model_id, present, counts, table, pool, selection)
+            if not choices:
                 unsupported += [route_name(model_id, qt) for qt in present]
                 continue
+            served = list(shares)
             unsupported += [route_name(model_id, qt) for qt in present if qt not in served]
             codes = [QUERY_TYPES.index(qt) for qt in served]
             requests = of_model[np.isin(model_types, codes)]
@@ -290,6 +289,20 @@ def _route_groups(
                                  replicas=RouteReplicas(shapes=tuple(shape.name for shape in shapes)),
                                  capacity=capacity))
     return groups, unsupported
+
+
+def route_shape_choices(
+    model_id: str, present: list[QueryType], counts: np.ndarray, table: CostTable, pool: DevicePool,
+    selection: ConfigChoice | DefaultClock,
+) -> tuple[dict[QueryType, float], list[ShapeChoices]]:
+    """A route's shares of the present types a whole device serves under the SLO, and the shapes it can run on
+    with one configuration for them all (whole device first); no shapes where the whole device cannot run it."""
+    served = [qt for qt in present if table.shape_choices(model_id, qt, pool.hardware(allow_mig=False), selection)]
+    shares = {qt: float(counts[QUERY_TYPES.index(qt)]) for qt in served}
+    choices = table.shared_shape_choices(model_id, shares, pool.hardware(), selection) if served else []
+    if not choices or next(iter(choices[0].values())).option.shape != pool.whole_shape:
+        return shares, []
+    return shares, choices
 
 
 def _requests_by_model(workload: Workload) -> list[np.ndarray]:
