@@ -30,6 +30,7 @@ from pathlib import Path
 import psutil
 import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
+from ray.util.state import list_tasks
 
 from oasis_cli.cluster_auth import use_cluster_token
 from oasis_cli.jobs import job_client, submit_when_agent_ready
@@ -115,18 +116,21 @@ def _cluster_processes(cluster: Cluster, *markers: str) -> list[psutil.Process]:
     return found
 
 
-def _next_cluster_process(cluster: Cluster, client: JobSubmissionClient, job_id: str, *markers: str) -> psutil.Process:
-    """The first process of the cluster to run these markers while the job runs.
+def _actor_amid_a_trial(cluster: Cluster, client: JobSubmissionClient, job_id: str) -> psutil.Process:
+    """The worker process of a trial actor that Ray reports running a trial, as soon as one does.
 
-    Between two trials an actor's title is its idle one for a moment, so one look can miss every actor.
+    Asked of Ray's state API, not read from process titles: a look at the titles found none amid a trial
+    while two were (a local run), and a later poll of them found only the third engine's trial (a CI run).
     """
     deadline = time.monotonic() + STUCK_AFTER_S
     while time.monotonic() < deadline and client.get_job_status(job_id) not in TERMINAL:
-        found = _cluster_processes(cluster, *markers)
-        if found:
-            return found[0]
-        time.sleep(0.1)
-    pytest.fail(f"no process of the test cluster ran {markers} while job {job_id} ran")
+        running = list_tasks(address=cluster.dashboard_url, raise_on_missing_output=False, filters=[
+            ("name", "=", "TrialRunner.run_trial"), ("state", "=", "RUNNING")])
+        pids = [task.worker_pid for task in running if task.worker_pid]
+        if pids:
+            return psutil.Process(pids[0])
+        time.sleep(0.5)
+    pytest.fail(f"Ray reported no trial running while job {job_id} ran")
 
 
 def _sweep_driver(out: Path) -> psutil.Process:
@@ -154,7 +158,7 @@ def sweep_runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Sw
     # Two engines run side by side on the two CPUs; once one has saved a trial, kill an actor.
     _wait_for(client, first, lambda status: status in TERMINAL or len(list(trials.glob("*.json"))) >= 1)
     saved_before_kill = set(_outcomes(trials))
-    _next_cluster_process(cluster, client, first, "ray::TrialRunner.run_trial").kill()  # amid a trial, not done
+    _actor_amid_a_trial(cluster, client, first).kill()  # an actor amid a trial, not one done
 
     def failed_with_actor() -> set[str]:
         return {t for t, row in _outcomes(trials).items()
