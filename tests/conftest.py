@@ -7,10 +7,12 @@ shares this app; only the pure-logic tests run without it.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from oasis_ray.query_types import QueryType
@@ -78,6 +80,25 @@ def app_config() -> dict[str, Any]:
             },
         ],
     }
+
+
+def wait_until_ingress_sees_every_route(base_url: str, timeout_s: float = 60.0) -> None:
+    """Block until the ingress's cached replica view lists a running replica on every route.
+
+    Serve calls an app RUNNING when its replicas are; the ingress learns that
+    from its own poll of the controller (deployments/running_replicas.py) up to
+    a refresh later, and until then sends a route it sees no replica of to the
+    model's other routes. A test about where requests go waits for the view.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        routes = httpx.get(f"{base_url}/oasis/status", params={"format": "json"},
+                           headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30).json()["routes"]
+        if all(sum(route["replicas"].values()) >= 1 for route in routes):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the ingress never saw every route running: {routes}")
+        time.sleep(0.5)
 
 
 def write_session_table(directory: Path) -> Path:

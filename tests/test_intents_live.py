@@ -7,15 +7,13 @@ serves more requests per joule. Both routes run one CPU replica each.
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 from ray import serve
 
 from oasis_ray.api import GenerateRequest
 from oasis_ray.intents import INTENT_HEADER, Intent
-from tests.conftest import API_KEY, APP_NAME, MODEL_ID
+from tests.conftest import API_KEY, APP_NAME, MODEL_ID, wait_until_ingress_sees_every_route
 
 SISO_PROMPT = [300] * 8
 
@@ -30,15 +28,7 @@ def _complete(client, intent: str | None, **kwargs):
 @pytest.fixture(scope="module")
 def both_routes_seen(oasis_app) -> None:
     """The ingress's cached replica view must list both routes as running before an intent can choose between them."""
-    deadline = time.monotonic() + 60
-    while True:
-        status = httpx.get(f"{oasis_app}/oasis/status", params={"format": "json"},
-                           headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30).json()
-        if all(route["replicas"].get("cpu", 0) >= 1 for route in status["routes"]):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the ingress never saw both routes running: {status['routes']}")
-        time.sleep(0.5)
+    wait_until_ingress_sees_every_route(oasis_app)
 
 
 def test_a_request_intent_picks_the_running_route_the_table_rates_best(openai_client, both_routes_seen):

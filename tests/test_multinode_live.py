@@ -38,7 +38,7 @@ from ray.serve.schema import ReplicaState, ServeDeploySchema, ServeInstanceDetai
 
 from oasis_ray.config import INGRESS_DEPLOYMENT
 from oasis_ray.profiling.hct import load_hct
-from tests.conftest import API_KEY, MIG_STANDIN_RESOURCE, MODEL_ID, app_config
+from tests.conftest import API_KEY, MIG_STANDIN_RESOURCE, MODEL_ID, app_config, wait_until_ingress_sees_every_route
 from tests.local_cluster import LocalCluster, WorkerNode, connect, free_port, local_cluster, worker_node
 
 FULL_GPU_STANDIN = "standin-full-gpu"
@@ -156,7 +156,10 @@ def app(nodes: MultiNode) -> Iterator[str]:
     while not (APP in serve.status().applications and serve.status().applications[APP].status == "RUNNING"):
         assert time.monotonic() < deadline, f"the app did not start: {serve.status()}"
         time.sleep(1.0)
-    yield f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    # Until the ingress's view lists the MIG route's replica, it sends that route's requests to the full route.
+    wait_until_ingress_sees_every_route(url, timeout_s=STUCK_AFTER_S)
+    yield url
     # Not serve.shutdown: Serve goes with the module's cluster, and shutting it down first would wait out the
     # controller's 30 s for the lost node's placement group, which it can no longer remove. The driver's handles
     # are shut, though, or they would go on reporting to a controller that is gone.
