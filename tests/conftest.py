@@ -130,7 +130,10 @@ def oasis_app(engine_spans, ray_cluster: LocalCluster, tmp_path_factory) -> Iter
     serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT})
     table = write_session_table(tmp_path_factory.mktemp("session-hct"))
     serve.run(build_app({**app_config(), "hct_path": str(table)}), name=APP_NAME, route_prefix="/")
-    yield f"http://127.0.0.1:{HTTP_PORT}"
+    url = f"http://127.0.0.1:{HTTP_PORT}"
+    # Tests read which route served a request; until the ingress's view lists both, one route takes both's.
+    wait_until_ingress_sees_every_route(url)
+    yield url
     serve.shutdown()
 
 
