@@ -134,10 +134,15 @@ def _actor_amid_a_trial(cluster: Cluster, client: JobSubmissionClient, job_id: s
 
 
 def _sweep_driver(out: Path) -> psutil.Process:
-    """The job's driver: the sweep writing to this test's own output directory, wherever Ray parented it."""
+    """The job's driver: the Python process of the sweep writing to this test's own output directory.
+
+    Ray runs a job's entrypoint under `sh -c`, and this machine's sh (dash) stays as its parent, with the
+    same command in its own command line. Killing that shell instead left the driver saving trials until
+    Ray's watcher killed its process group a moment later (a CI run saw one more trial saved after the kill).
+    """
     for process in psutil.process_iter(["cmdline"]):
-        command = " ".join(process.info["cmdline"] or [])
-        if "profiling_jobs.sweep" in command and str(out) in command:
+        cmdline = process.info["cmdline"] or []
+        if cmdline[1:3] == ["-m", "profiling_jobs.sweep"] and str(out) in cmdline:
             return process
     pytest.fail(f"no sweep driver writes to {out}")
 
