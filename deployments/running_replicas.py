@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from ray.serve.context import _get_global_client
 from ray.serve.handle import DeploymentHandle
 from ray.serve.schema import ReplicaState
@@ -27,18 +27,15 @@ REFRESH_PERIOD_S = 1.0
 
 
 class _ReplicaView(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     state: ReplicaState
     actor_id: str | None = None
 
 
 class _DeploymentView(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     replicas: list[_ReplicaView] = []
 
 
 class _ApplicationView(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     deployments: dict[str, _DeploymentView] = {}
 
 
@@ -46,12 +43,12 @@ class ControllerView(BaseModel):
     """The controller's details (what `serve.status()` reads), narrowed to each replica's state and actor id.
 
     Serve's own ServeInstanceDetails validates every config and status the
-    details hold: about 60 ms of CPU per read on the 2-core development
+    details hold: 77 ms of CPU per read (p50) on the 2-core development
     machine, once a second, in the ingress's process, where it held up
-    requests. These few fields validate in well under a millisecond.
+    requests. A read through these few fields costs 1.5 ms, the fetch
+    included. Fields the models do not name are ignored (pydantic's default).
     """
 
-    model_config = ConfigDict(extra="ignore")
     applications: dict[str, _ApplicationView] = {}
 
 
