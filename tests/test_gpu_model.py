@@ -40,12 +40,9 @@ def test_median_error_over_the_target_set_is_at_most_10_percent(report) -> None:
     assert summary.target_median <= 0.10
 
 
-def test_the_maximum_error_target_is_missed_only_by_three_tpot_figures(report) -> None:
-    """Missed, and reported as missed: three ML.ENERGY v0.5.4 mean TPOTs are 26-29% high (each within its
-    row's Little's-law tolerance, so kept in the target set). Nothing else is over 25%."""
-    over = [line for line in report if line.figure.excluded is None and abs(line.error) > 0.25]
-    assert {line.figure.quantity for line in over} == {"tpot_s"} and len(over) <= 3
-    assert all(abs(line.error) < 0.30 for line in over)
+def test_no_figure_in_the_target_set_is_off_by_more_than_25_percent(report) -> None:
+    worst = max((line for line in report if line.figure.excluded is None), key=lambda line: abs(line.error))
+    assert abs(worst.error) <= 0.25, (worst.figure.figure_id, worst.error)
 
 
 def test_table_3_trend_is_within_5_points(report) -> None:

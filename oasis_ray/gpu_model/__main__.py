@@ -25,7 +25,7 @@ def _params(path: Path | None):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m oasis_ray.gpu_model", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    fit = commands.add_parser("fit", help="refit the parameters to the published figures (about half a minute)")
+    fit = commands.add_parser("fit", help="refit the parameters to the published figures (about a minute)")
     fit.add_argument("--out", type=Path, default=PARAMS_FILE, help=f"where to write them (default {PARAMS_FILE.name})")
     report = commands.add_parser("fit-report", help="every published figure beside the model's value, and the targets")
     report.add_argument("--params", type=Path, help="a parameter file (default: the committed params_v1.json)")

@@ -3,10 +3,12 @@
 Every figure in the target set that is not held out contributes
 log(model / published); the parameters move inside bounds (each one maps to
 an unbounded variable through a logistic), and a Levenberg-Marquardt loop
-with a finite-difference Jacobian minimises the sum of squares. Pure numpy,
-a few seconds. Parameters that no fitted figure depends on (a stack's
-latency spread where the stack publishes no percentile) take the vLLM 0.6.3
-value and say so in the provenance.
+with a finite-difference Jacobian minimises the sum of squares, then the
+same with a penalty on any figure's error past 20% (the target caps the
+worst figure at 25%). Pure numpy, about a minute. Parameters that no
+fitted figure depends on (a stack's latency spread where the stack
+publishes no percentile) take the vLLM 0.6.3 value and say so in the
+provenance.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ _A100, _H100 = "A100-SXM4-80GB", "H100-SXM"
 _TREND = (("oasis:T3:0:power_w", "oasis:T3:2:power_w"),
           ("oasis:T3:0:output_tokens_per_s", "oasis:T3:2:output_tokens_per_s"))
 _TREND_WEIGHT = 3.0
+# Issue 10's cap on any one figure's error is 25%; least squares alone lets a few figures sit past it while the
+# bulk fits. The last stage adds, per figure, a penalty on its error beyond _HINGE_ERROR, at _HINGE_WEIGHT.
+_HINGE_ERROR = 0.20
+_HINGE_WEIGHT = 5.0
 
 
 @dataclass(frozen=True)
@@ -122,9 +128,10 @@ _PLACEHOLDER = Provenance(fitted_by="(fitting)", figures_used=0, parameters_fitt
                           figures_sha256="", note="")
 
 
-def residuals(params: GpuModelParams, figures: list[Figure]) -> np.ndarray:
+def residuals(params: GpuModelParams, figures: list[Figure], hinge: bool = False) -> np.ndarray:
     """log(model / published) per figure (a figure the model cannot evaluate counts as a factor-e miss), then
-    Table 3's 1320 -> 855 MHz ratios, weighted: issue 10 makes that trend a target of its own."""
+    Table 3's 1320 -> 855 MHz ratios, weighted: issue 10 makes that trend a target of its own. With `hinge`,
+    each figure's error beyond _HINGE_ERROR is added again, weighted."""
     values = model_values(GpuModel(params), figures)
     by_id = {figure.figure_id: figure for figure in figures}
     out = []
@@ -136,6 +143,9 @@ def residuals(params: GpuModelParams, figures: list[Figure]) -> np.ndarray:
         if model_high and model_low and high in by_id and low in by_id:
             published = by_id[low].value / by_id[high].value
             out.append(_TREND_WEIGHT * math.log((model_low / model_high) / published))
+    if hinge:
+        errors = np.abs(np.exp(np.asarray(out[:len(figures)])) - 1.0)
+        out.extend(_HINGE_WEIGHT * np.maximum(errors - _HINGE_ERROR, 0.0))
     return np.asarray(out)
 
 
@@ -184,21 +194,24 @@ def _is_power_bound(bound: Bound) -> bool:
 def fit(progress: Callable[[int, float], None] | None = None) -> GpuModelParams:
     """Fit every parameter to the fitted figures, from the bounds' starting points.
 
-    In three stages, because the joint problem has poor local minima: the
+    In four stages, because the joint problem has poor local minima: the
     performance parameters on the latency and throughput figures alone, then
     the power parameters on the power figures with performance fixed, then
-    everything together from there.
+    everything together from there; last, everything together again with a
+    penalty on each figure's error beyond _HINGE_ERROR, since the target caps
+    the worst figure and plain least squares trades a few figures past the
+    cap for a smaller sum (it left three ML.ENERGY TPOTs at 26-29%).
     """
     bounds = _bounds()
     figures = [figure for figure in published_figures() if fitted(figure)]
     performance = [figure for figure in figures if figure.quantity not in _POWER_QUANTITIES]
     z = _to_z(bounds, [b.start for b in bounds])
 
-    def stage(subset: list[Figure], free: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def stage(subset: list[Figure], free: np.ndarray, z: np.ndarray, hinge: bool = False) -> np.ndarray:
         def function(free_z: np.ndarray) -> np.ndarray:
             full = z.copy()
             full[free] = free_z
-            return residuals(assemble(bounds, _to_values(bounds, full), _PLACEHOLDER), subset)
+            return residuals(assemble(bounds, _to_values(bounds, full), _PLACEHOLDER), subset, hinge)
 
         out = z.copy()
         out[free] = levenberg_marquardt(function, z[free], progress=progress)
@@ -208,6 +221,7 @@ def fit(progress: Callable[[int, float], None] | None = None) -> GpuModelParams:
     z = stage(performance, ~power, z)
     z = stage(figures, power, z)
     z = stage(figures, np.ones(len(bounds), dtype=bool), z)
+    z = stage(figures, np.ones(len(bounds), dtype=bool), z, hinge=True)
     final = residuals(assemble(bounds, _to_values(bounds, z), _PLACEHOLDER), figures)
     provenance = Provenance(
         fitted_by=FIT_COMMAND, figures_used=len(figures), parameters_fitted=len(bounds),
@@ -215,7 +229,9 @@ def fit(progress: Callable[[int, float], None] | None = None) -> GpuModelParams:
         note=("bounded Levenberg-Marquardt on log(model/published) over the target set's fitted figures "
               "(OASIS Tables 1-7 and Table 8's full-GPU power; ML.ENERGY v0.4.2, v0.5.4 and v0.11.1 rows), plus "
               f"Table 3's 1320 -> 855 MHz power and throughput ratios at weight {_TREND_WEIGHT:g}; "
-              "from the bounds' starting points, performance first, then power, then jointly; "
+              "from the bounds' starting points, performance first, then power, then jointly, then jointly with "
+              f"each figure's error beyond {_HINGE_ERROR:.0%} penalised at weight {_HINGE_WEIGHT:g} (issue 10 caps "
+              "any one figure's error at 25%); "
               "latency_sigma is fitted on vLLM 0.6.3 (the only stack publishing P95) and copied to the others; "
               "GH100 resident_w is not fitted (no H100 figure at light load): it is GA100's resident_w in "
               "proportion to the boards' idle power"),
