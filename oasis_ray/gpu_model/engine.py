@@ -232,5 +232,11 @@ def _chunked(engine, x, running, c, inp, computed_input, decodes, context):
                  prefill_context=inp - computed_input, prefill_seqs=completions)
     throughput = completions / step.seconds
     latency = c / throughput
-    ttft = np.maximum(latency - decodes * step.seconds, step.seconds)
-    return throughput, latency, ttft, step.seconds, [(np.ones_like(running), step)]
+    # The mean step above spreads every prompt's prefill over all steps, which is right for throughput but
+    # not for the first token: that waits for a free slot, then for the steps that carry this prompt's own
+    # chunks beside the running decodes. (Taking the latency less the decodes left the prefill almost out of
+    # the unloaded TTFT, and so out of the cost a longer prompt adds: ServiceCurve.length_factor.)
+    chunk = _step(engine, x, decode_seqs=in_decode, context=context, prefill_tokens=computed_input / prefill_steps,
+                  prefill_context=inp - computed_input, prefill_seqs=np.ones_like(running))
+    ttft = np.maximum(c - running, 0) / throughput + prefill_steps * chunk.seconds
+    return throughput, latency, np.minimum(ttft, latency), step.seconds, [(np.ones_like(running), step)]

@@ -118,7 +118,7 @@ def runtime_lines(params: GpuModelParams) -> list[tuple[str, float]]:
     ]
 
 
-def _runtime_saving(report: list[Line]) -> tuple[float, float]:
+def runtime_saving(report: list[Line]) -> tuple[float, float]:
     """Table 8's saving on the MIG slice over the full GPU, in %: (published, model)."""
     full_pub, full_model = _value(report, "oasis:T8:0", "mean_power_w")
     mig_pub, mig_model = _value(report, "oasis:T8:1", "mean_power_w")
@@ -170,7 +170,7 @@ def render(params: GpuModelParams) -> str:
     full = runtime[0][1]
     for shape, power in runtime:
         out.append(f"  {shape}: {power:.1f} W ({100 * (power / full - 1):+.1f}% vs full)")
-    published, modelled = _runtime_saving(report)
+    published, modelled = runtime_saving(report)
     out.append(f"Table 8 saving on the 1g.20gb slice: published {published:+.1f}%, model {modelled:+.1f}% (target "
                f"within {RUNTIME_SAVING_POINTS:g} points: {verdict(abs(modelled - published) <= RUNTIME_SAVING_POINTS)}).")
     return "\n".join(out)
