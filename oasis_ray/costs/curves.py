@@ -85,15 +85,8 @@ class ServiceCurve:
     prefill_share: float
 
     def length_factor(self, input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
-        """A request's cost relative to the profiled one: prefill scales with input, decode with output.
-
-        The split is the unloaded TTFT's share of the unloaded latency. Without
-        a TTFT (NaN) every request costs what the profiled one did.
-        """
-        if not math.isfinite(self.prefill_share):
-            return np.ones(len(input_tokens))
-        return (self.prefill_share * input_tokens / self.input_tokens
-                + (1 - self.prefill_share) * output_tokens / self.output_tokens)
+        """A request's cost relative to the profiled one (`length_factor`)."""
+        return length_factor(self.prefill_share, input_tokens, output_tokens, self.input_tokens, self.output_tokens)
 
     @property
     def engine_idle_increment_w(self) -> float:
@@ -151,8 +144,26 @@ def service_curve(
         board_idle_w=idle,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        prefill_share=float(np.clip(points.ttft_p50_s[rising][0] / points.e2e_p50_s[rising][0], 0.0, 1.0)),
+        prefill_share=prefill_share(points),
     )
+
+
+def prefill_share(points: LoadPoints) -> float:
+    """The unloaded TTFT's share of the unloaded latency (at the lowest load point of the rising envelope):
+    how a request's cost splits between its input (prefill) and its output (decode)."""
+    rising = _rising_envelope(points)
+    return float(np.clip(points.ttft_p50_s[rising][0] / points.e2e_p50_s[rising][0], 0.0, 1.0))
+
+
+def length_factor(
+    share: float, input_tokens: np.ndarray, output_tokens: np.ndarray, profiled_input: float, profiled_output: float
+) -> np.ndarray:
+    """A request's cost relative to the profiled one: prefill (`share` of it) scales with input, decode with
+    output. Without a TTFT (a NaN share) every request costs what the profiled one did."""
+    input_tokens, output_tokens = np.asarray(input_tokens, dtype=float), np.asarray(output_tokens, dtype=float)
+    if not math.isfinite(share):
+        return np.ones(len(input_tokens))
+    return share * input_tokens / profiled_input + (1 - share) * output_tokens / profiled_output
 
 
 def _rising_envelope(points: LoadPoints) -> np.ndarray:

@@ -42,7 +42,7 @@ from oasis_ray.costs.config_choice import (
     knob_value,
     setting_of,
 )
-from oasis_ray.costs.curves import LoadPoints, ServiceCurve, service_curve
+from oasis_ray.costs.curves import LoadPoints, ServiceCurve, length_factor, prefill_share, service_curve
 from oasis_ray.intents import Intent
 from oasis_ray.profiling.hct import HardwareCostTable
 from oasis_ray.query_types import QueryType
@@ -52,6 +52,23 @@ from oasis_ray.scaling.shapes import CPU, FULL_GPU, RouteCapacity, SettingLevel,
 
 Shares = Mapping[QueryType, float]
 ENGINE_IDLE_COLUMN = "engine_idle_power_w"
+
+
+@dataclass(frozen=True)
+class ServedLengths:
+    """The mean input and output tokens of the requests a route serves, per query type.
+
+    A configuration's MSRR and energy per request hold for requests of the
+    profiled lengths; each request costs its length factor (ServiceCurve.
+    length_factor) times that, and the factor differs between configurations,
+    since it splits a request between prefill and decode as each one's own
+    unloaded TTFT does. Two configurations within 2% of each other at the
+    profiled 1,000 / 50 tokens can serve 1.8x apart at a trace's 2,048 / 28,
+    so a choice for known traffic ranks them at its lengths. A type not
+    listed is ranked at its profiled lengths.
+    """
+
+    by_type: Mapping[QueryType, tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -158,6 +175,7 @@ class CostTable:
         }
         self._trial_ids = rows["trial_id"].to_numpy(dtype=object)
         self._lengths = rows[["input_tokens", "output_tokens"]].to_numpy(dtype=np.int64)
+        self._prefill_shares: dict[int, float] = {}  # per row position, from its load points on first use
         # Schema 2 tables give each row the board's power with the engine loaded and idle; older ones do not.
         self._engine_idle_w = (rows[ENGINE_IDLE_COLUMN].to_numpy(dtype=float, na_value=np.nan)
                                if ENGINE_IDLE_COLUMN in rows else np.full(len(rows), np.nan))
@@ -174,7 +192,7 @@ class CostTable:
 
     def shared_shape_choices(
         self, model_id: str, shares: Shares, hardware: Hardware, selection: Selection,
-        intent: Intent = Intent.MIN_ENERGY,
+        intent: Intent = Intent.MIN_ENERGY, lengths: ServedLengths | None = None,
     ) -> list[ShapeChoices]:
         """Per shape, whole unit first, one configuration every listed query type runs, chosen for their mix.
 
@@ -184,7 +202,10 @@ class CostTable:
         The choice is the selection's, ranked by the intent's objective over the
         mix's MSRR (harmonic by share: a replica serves one request per
         sum(share / MSRR) seconds), energy per request (sum of share x the
-        type's power / MSRR) and P95 (share-weighted). A shape appears
+        type's power / MSRR) and P95 (share-weighted). With `lengths` each
+        type's MSRR and energy per request are those of requests of the
+        served lengths (ServedLengths), so the ranking is at the traffic's
+        lengths; the choices returned keep the rows' own figures. A shape appears
         only when some configuration measured for every type meets the SLO
         for all of them (`why_not` says why one does not).
         """
@@ -200,6 +221,8 @@ class CostTable:
             if mixed is None:
                 continue
             candidates, rows = mixed
+            if lengths is not None:
+                candidates = _mixed(groups, rows, shares, self._length_factors(groups, rows, lengths))
             chosen = choose_configuration(candidates, selection, intent)
             if chosen is not None:
                 choices.append({qt: self._choice(groups[qt], int(at[chosen]), shape, hardware)
@@ -387,6 +410,27 @@ class CostTable:
                              engine_idle_power_w=engine_idle if math.isfinite(engine_idle) else None,
                              input_tokens=input_tokens, output_tokens=output_tokens)
 
+    def _length_factors(
+        self, groups: dict[QueryType, _Group], rows: dict[QueryType, np.ndarray], lengths: ServedLengths
+    ) -> dict[QueryType, np.ndarray]:
+        """Per type, each aligned row's cost for a request of the served lengths relative to its profiled one."""
+        factors = {}
+        for query_type, at in rows.items():
+            served = lengths.by_type.get(query_type)
+            if served is None:
+                continue
+            values = []
+            for position in groups[query_type].positions[at]:
+                position = int(position)
+                share = self._prefill_shares.get(position)
+                if share is None:
+                    share = self._prefill_shares[position] = prefill_share(self._load_points(position))
+                profiled_input, profiled_output = self._lengths[position]
+                values.append(float(length_factor(share, [served[0]], [served[1]], profiled_input,
+                                                  profiled_output)[0]))
+            factors[query_type] = np.asarray(values)
+        return factors
+
     def _load_points(self, position: int) -> LoadPoints:
         """The trial's points, or its row alone (at its MSRR) when the table has none for it."""
         code = self._row_codes[position]
@@ -572,18 +616,29 @@ def _row_as_point(row: pd.Series) -> LoadPoints:
     )
 
 
-def _mixed(groups: dict[QueryType, _Group], rows: dict[QueryType, np.ndarray], shares: Shares) -> Candidates:
-    """Each aligned configuration as the mix sees it: harmonic MSRR, share-weighted energy per request and P95."""
+def _mixed(
+    groups: dict[QueryType, _Group], rows: dict[QueryType, np.ndarray], shares: Shares,
+    costs: Mapping[QueryType, np.ndarray] | None = None,
+) -> Candidates:
+    """Each aligned configuration as the mix sees it: harmonic MSRR, share-weighted energy per request and P95.
+
+    `costs[type]` is each row's request cost relative to its profiled one (1 where absent): a request of the
+    type takes that many times the row's seconds and energy.
+    """
     total = sum(shares.values())
     first = next(iter(groups.values())).candidates.subset(next(iter(rows.values())))
+    cost = costs or {}
 
-    def weighted(column: str) -> np.ndarray:
-        return sum(shares[qt] / total * getattr(groups[qt].candidates, column)[at] for qt, at in rows.items())
+    def weighted(column: str, scaled: bool = False) -> np.ndarray:
+        return sum(shares[qt] / total * getattr(groups[qt].candidates, column)[at] * (cost.get(qt, 1.0) if scaled
+                                                                                        else 1.0)
+                   for qt, at in rows.items())
 
     # An infeasible type (MSRR 0) makes the mix's seconds per request infinite, so its MSRR 0.
     with np.errstate(divide="ignore"):
-        seconds = sum(shares[qt] / total / groups[qt].candidates.msrr_rps[at] for qt, at in rows.items())
-    return replace(first, msrr_rps=1.0 / seconds, energy_per_request_j=weighted("energy_per_request_j"),
+        seconds = sum(shares[qt] / total * cost.get(qt, 1.0) / groups[qt].candidates.msrr_rps[at]
+                      for qt, at in rows.items())
+    return replace(first, msrr_rps=1.0 / seconds, energy_per_request_j=weighted("energy_per_request_j", scaled=True),
                    p95_unloaded_s=weighted("p95_unloaded_s"))
 
 

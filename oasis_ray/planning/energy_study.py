@@ -50,7 +50,7 @@ from oasis_ray.planning.sim_policies import (
     static_peak_policy,
 )
 from oasis_ray.planning.sim_workload import QUERY_TYPES, Workload
-from oasis_ray.planning.simulator import SECONDS_PER_HOUR, SimRun, route_shape_choices, simulate
+from oasis_ray.planning.simulator import SECONDS_PER_HOUR, SimRun, ranking_lengths, route_shape_choices, simulate
 
 STATIC_PEAK = "static-peak"
 PAPER = "paper-alg1"
@@ -174,7 +174,8 @@ def fluid_ideal_wh(
         counts = np.bincount(workload.type_code[of_model], minlength=len(QUERY_TYPES))
         for types in policy.routes.route_types().values():
             present = [qt for qt in types if counts[QUERY_TYPES.index(qt)]]
-            shares, shapes = route_shape_choices(model_id, present, counts, table, pool, policy.config_choice)
+            shares, shapes = route_shape_choices(model_id, present, counts, table, pool, policy.config_choice,
+                                                 ranking_lengths(policy, workload, of_model))
             if not shapes:
                 continue
             floor = min(next(iter(by_type.values())).option.gpus for by_type in shapes)

@@ -17,7 +17,8 @@
   cooldowns, configurations one knob at a time over every clock. Slices of
   one model share GPUs.
 - oasis-joint (`oasis_joint`): the same core with the configuration (clock x
-  batch x variant) chosen jointly, for every query type of a model together
+  batch x variant) chosen jointly, at the lengths the route serves (not the
+  profiled ones), for every query type of a model together
   (one route per model, so the rare long-output types hold no GPU of their
   own), a Holt trend forecast one start-up ahead (so replicas start before a
   ramp arrives; an EWMA with peak hold was tried and, on the bursty Azure
@@ -56,6 +57,7 @@ STATIC_PEAK_HEADROOM = 0.1
 DEFAULT_CLOCK_ONE_AT_A_TIME = DefaultClock(choice="one-at-a-time")
 
 Packing = Literal["model", "fleet"]
+RankedAt = Literal["profiled", "served"]
 
 
 class FixedGroup(BaseModel):
@@ -94,6 +96,9 @@ class OasisPolicy(BaseModel):
     scaling: ScalingConfig
     routes: RouteGrouping = BY_OUTPUT
     packing: Packing = Field("model", description="'model': one model's slices share GPUs; 'fleet': any model's.")
+    ranked_at: RankedAt = Field(
+        "profiled", description="Lengths configurations are ranked at: 'profiled' (the rows' own, as the live app "
+        "ranks them) or 'served' (each route's mean lengths per type, oasis_ray.costs.table.ServedLengths).")
 
 
 class SimulationSettings(BaseModel):
@@ -158,7 +163,8 @@ def static_peak_policy(
             continue
         counts_by_type = np.bincount(workload.type_code[of_model], minlength=len(QUERY_TYPES))
         shares = {qt: float(counts_by_type[code]) for code, qt in enumerate(QUERY_TYPES) if counts_by_type[code]}
-        shared = table.shared_shape_choices(model_id, shares, whole, STATIC_SELECTION)
+        shared = table.shared_shape_choices(model_id, shares, whole, STATIC_SELECTION,
+                                            lengths=workload.served_lengths(of_model))
         configuration = None
         if shared:
             chosen = next(iter(shared[0].values())).option
@@ -199,11 +205,12 @@ def oasis_damped(headroom: float = SIMULATION_HEADROOM) -> OasisPolicy:
 
 
 def oasis_joint(headroom: float = SIMULATION_HEADROOM, default_clock_only: bool = False) -> OasisPolicy:
-    """Joint configuration choice for a model's whole mix (over every clock, or the default clock alone),
-    Holt forecast a start-up ahead, fleet-wide MIG packing."""
+    """Joint configuration choice for a model's whole mix at its served lengths (over every clock, or the default
+    clock alone), Holt forecast a start-up ahead, fleet-wide MIG packing."""
     scaling = ScalingConfig(default_limits=_limits(), headroom=headroom, forecast=HoltForecast())
     choice: ConfigChoice | DefaultClock = DefaultClock(choice="joint") if default_clock_only else "joint"
-    return OasisPolicy(name="oasis-joint", config_choice=choice, scaling=scaling, routes=BY_MODEL, packing="fleet")
+    return OasisPolicy(name="oasis-joint", config_choice=choice, scaling=scaling, routes=BY_MODEL, packing="fleet",
+                       ranked_at="served")
 
 
 def policy_settings(policy: FixedPolicy | OasisPolicy) -> str:
@@ -220,7 +227,7 @@ def policy_settings(policy: FixedPolicy | OasisPolicy) -> str:
                f"{scaling.downscale_cooldown_s:g} s")
     return (
         f"{policy.name}: routes {policy.routes.name} (route MSRR: {policy.routes.capacity}), configuration "
-        f"{policy.config_choice}, headroom {scaling.headroom:g} (target utilisation "
+        f"{policy.config_choice} at {policy.ranked_at} lengths, headroom {scaling.headroom:g} (target utilisation "
         f"{1 / (1 + scaling.headroom):.0%} of MSRR), {damping}, forecast {scaling.forecast.mode}, "
         f"MIG slices packed per {policy.packing}"
     )

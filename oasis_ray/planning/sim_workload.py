@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from oasis_ray.costs.table import ServedLengths
 from oasis_ray.query_types import DEFAULT_TAU_TOKENS, QueryType, classify
 from oasis_ray.planning.traces import Trace
 
@@ -98,6 +99,15 @@ class Workload:
             models,
             tau,
         )
+
+    def served_lengths(self, requests: np.ndarray) -> ServedLengths:
+        """The mean input and output tokens per query type of `requests` (indices or a mask)."""
+        codes = self.type_code[requests]
+        inputs, outputs = self.input_tokens[requests], self.output_tokens[requests]
+        return ServedLengths(by_type={
+            query_type: (float(inputs[codes == code].mean()), float(outputs[codes == code].mean()))
+            for code, query_type in enumerate(QUERY_TYPES) if (codes == code).any()
+        })
 
     def routes_present(self) -> list[tuple[int, int]]:
         """(model index, type code) pairs with at least one request, in a stable order."""

@@ -49,7 +49,14 @@ from pydantic import BaseModel, ConfigDict
 
 from oasis_ray.costs.curves import GRID_POINTS, UTILISATION_GRID, ServiceCurve
 from oasis_ray.costs.config_choice import ConfigChoice, DefaultClock
-from oasis_ray.costs.table import CostTable, Hardware, ShapeChoices, route_capacity_at_mix, route_name
+from oasis_ray.costs.table import (
+    CostTable,
+    Hardware,
+    ServedLengths,
+    ShapeChoices,
+    route_capacity_at_mix,
+    route_name,
+)
 from oasis_ray.planning.inventory import DevicePool, Prices
 from oasis_ray.planning.mig_placement import gpus_for_slices
 from oasis_ray.planning.sim_decisions import RouteReplicas, decide_route_over_trace
@@ -269,7 +276,8 @@ def _route_groups(
         counts = np.bincount(model_types, minlength=len(QUERY_TYPES))
         for route, types in policy.routes.route_types().items():
             present = [qt for qt in types if counts[QUERY_TYPES.index(qt)] > 0]
-            shares, choices = route_shape_choices(model_id, present, counts, table, pool, selection)
+            shares, choices = route_shape_choices(model_id, present, counts, table, pool, selection,
+                                                  ranking_lengths(policy, workload, of_model))
             if not choices:
                 unsupported += [route_name(model_id, qt) for qt in present]
                 continue
@@ -293,16 +301,24 @@ def _route_groups(
 
 def route_shape_choices(
     model_id: str, present: list[QueryType], counts: np.ndarray, table: CostTable, pool: DevicePool,
-    selection: ConfigChoice | DefaultClock,
+    selection: ConfigChoice | DefaultClock, lengths: ServedLengths | None = None,
 ) -> tuple[dict[QueryType, float], list[ShapeChoices]]:
     """A route's shares of the present types a whole device serves under the SLO, and the shapes it can run on
-    with one configuration for them all (whole device first); no shapes where the whole device cannot run it."""
+    with one configuration for them all (whole device first), ranked at `lengths` (None: the profiled ones);
+    no shapes where the whole device cannot run it."""
     served = [qt for qt in present if table.shape_choices(model_id, qt, pool.hardware(allow_mig=False), selection)]
     shares = {qt: float(counts[QUERY_TYPES.index(qt)]) for qt in served}
-    choices = table.shared_shape_choices(model_id, shares, pool.hardware(), selection) if served else []
+    choices = (table.shared_shape_choices(model_id, shares, pool.hardware(), selection, lengths=lengths)
+               if served else [])
     if not choices or next(iter(choices[0].values())).option.shape != pool.whole_shape:
         return shares, []
     return shares, choices
+
+
+def ranking_lengths(policy: OasisPolicy, workload: Workload, of_model: np.ndarray) -> ServedLengths | None:
+    """The lengths a policy ranks one model's configurations at: its requests' own where it ranks at served
+    lengths, else None (the profiled ones)."""
+    return workload.served_lengths(of_model) if policy.ranked_at == "served" else None
 
 
 def _requests_by_model(workload: Workload) -> list[np.ndarray]:
