@@ -43,6 +43,8 @@ from tests.local_cluster import local_cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC = REPO_ROOT / "profiling_jobs" / "specs" / "tiny_cpu.yaml"
+# How long to look for a trial actor with its engine up before taking any actor Ray reports running.
+ENGINE_WAIT_S = 20.0
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 POLL_S = 2.0
 # Only a guard against a hung job blocking the suite; no assertion depends on speed.
@@ -121,13 +123,24 @@ def _actor_amid_a_trial(cluster: Cluster, client: JobSubmissionClient, job_id: s
 
     Asked of Ray's state API, not read from process titles: a look at the titles found none amid a trial
     while two were (a local run), and a later poll of them found only the third engine's trial (a CI run).
+    The state API lags the task: a CI run killed an actor it still reported running after its last trial
+    had ended, so no trial failed and the sweep finished before its driver could be killed. An actor whose
+    engine process is up is amid a trial, so one with a child process is taken first; after
+    ENGINE_WAIT_S without one, any actor Ray reports running.
     """
-    deadline = time.monotonic() + STUCK_AFTER_S
-    while time.monotonic() < deadline and client.get_job_status(job_id) not in TERMINAL:
+    started = time.monotonic()
+    while time.monotonic() < started + STUCK_AFTER_S and client.get_job_status(job_id) not in TERMINAL:
         running = list_tasks(address=cluster.dashboard_url, raise_on_missing_output=False, filters=[
             ("name", "=", "TrialRunner.run_trial"), ("state", "=", "RUNNING")])
         pids = [task.worker_pid for task in running if task.worker_pid]
-        if pids:
+        for pid in pids:
+            try:
+                process = psutil.Process(pid)
+                if process.children(recursive=True):
+                    return process
+            except psutil.NoSuchProcess:
+                continue
+        if pids and time.monotonic() > started + ENGINE_WAIT_S:
             return psutil.Process(pids[0])
         time.sleep(0.5)
     pytest.fail(f"Ray reported no trial running while job {job_id} ran")
