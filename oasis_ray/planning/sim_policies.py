@@ -2,7 +2,8 @@
 
 - static-peak (`static_peak_policy`): whole GPUs at the default clock, each
   model at the best configuration (batch size, variant) the table has there
-  for its mix, enough for the trace's busiest rate window, always on. The deployment
+  for its mix at its traffic's lengths, enough for the trace's busiest rate
+  window, always on. The deployment
   that keeps the SLO without an autoscaler, so the one to beat
   (oasis_ray.planning.energy_study adds GPUs until its run keeps the SLO).
 - paper Algorithm 1 (`paper_algorithm1`): the OASIS paper's runtime policy
@@ -142,7 +143,8 @@ def static_peak_policy(
 
     Each model runs one engine configuration for every type it serves, as a
     static deployment does: the best the table has at the default clock for
-    the model's mix (clocks stay unlocked; batch size and variant are
+    the model's mix, ranked at its requests' lengths as a user sizing for
+    known traffic would (clocks stay unlocked; batch size and variant are
     chosen jointly, STATIC_SELECTION), or the sweep's baseline row per type
     where no default-clock configuration serves all of them under the SLO.
     A type no configuration serves adds nothing to the sizing. `cost` is the
