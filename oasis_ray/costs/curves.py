@@ -155,15 +155,14 @@ def prefill_share(points: LoadPoints) -> float:
     return float(np.clip(points.ttft_p50_s[rising][0] / points.e2e_p50_s[rising][0], 0.0, 1.0))
 
 
-def length_factor(
-    share: float, input_tokens: np.ndarray, output_tokens: np.ndarray, profiled_input: float, profiled_output: float
-) -> np.ndarray:
+def length_factor(share, input_tokens, output_tokens, profiled_input, profiled_output) -> np.ndarray:
     """A request's cost relative to the profiled one: prefill (`share` of it) scales with input, decode with
-    output. Without a TTFT (a NaN share) every request costs what the profiled one did."""
-    input_tokens, output_tokens = np.asarray(input_tokens, dtype=float), np.asarray(output_tokens, dtype=float)
-    if not math.isfinite(share):
-        return np.ones(len(input_tokens))
-    return share * input_tokens / profiled_input + (1 - share) * output_tokens / profiled_output
+    output. Without a TTFT (a NaN share) every request costs what the profiled one did. Arguments broadcast:
+    one row's share against many requests, or many rows' shares against one request."""
+    share = np.asarray(share, dtype=float)
+    scaled = (share * np.asarray(input_tokens, dtype=float) / profiled_input
+              + (1 - share) * np.asarray(output_tokens, dtype=float) / profiled_output)
+    return np.where(np.isfinite(share), scaled, 1.0)
 
 
 def _rising_envelope(points: LoadPoints) -> np.ndarray:

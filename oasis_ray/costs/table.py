@@ -420,17 +420,18 @@ class CostTable:
             served = lengths.by_type.get(query_type)
             if served is None:
                 continue
-            values = []
-            for position in groups[query_type].positions[at]:
-                position = int(position)
-                share = self._prefill_shares.get(position)
-                if share is None:
-                    share = self._prefill_shares[position] = prefill_share(self._load_points(position))
-                profiled_input, profiled_output = self._lengths[position]
-                values.append(float(length_factor(share, [served[0]], [served[1]], profiled_input,
-                                                  profiled_output)[0]))
-            factors[query_type] = np.asarray(values)
+            positions = groups[query_type].positions[at]
+            shares = np.array([self._prefill_share(int(position)) for position in positions])
+            profiled = self._lengths[positions]
+            factors[query_type] = length_factor(shares, served[0], served[1], profiled[:, 0], profiled[:, 1])
         return factors
+
+    def _prefill_share(self, position: int) -> float:
+        """A row's prefill share (curves.prefill_share), from its load points on first use."""
+        share = self._prefill_shares.get(position)
+        if share is None:
+            share = self._prefill_shares[position] = prefill_share(self._load_points(position))
+        return share
 
     def _load_points(self, position: int) -> LoadPoints:
         """The trial's points, or its row alone (at its MSRR) when the table has none for it."""
